@@ -1,0 +1,93 @@
+"""The producer API: ``submit``, ``wait`` and ``get``."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from orchestrator import runtime
+from orchestrator.dispatch import dispatch
+from orchestrator.errors import InvalidPayload, InvocationTimeout, UnknownInvocation
+from orchestrator.invocation import Invocation
+from orchestrator.payload import validate
+from orchestrator.workflow import registry
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def submit(workflow: str, payload: dict, *, idempotency_key: str | None = None) -> str:  # type: ignore[type-arg]
+    """Start ``workflow`` with ``payload``; returns the invocation id.
+
+    With an ``idempotency_key`` used before, returns that invocation's id and starts
+    nothing. Raises ``UnknownWorkflow``, ``InvalidPayload`` or ``PayloadTooLarge``
+    before anything is written or enqueued.
+    """
+    rt = runtime.current()
+    rt.load_workflows()
+    definition = registry.get(workflow)
+    if idempotency_key is not None and (
+        not isinstance(idempotency_key, str)
+        or not idempotency_key.strip()
+        or len(idempotency_key) > MAX_IDEMPOTENCY_KEY
+    ):
+        raise InvalidPayload(
+            f"idempotency_key must be a non-empty string of at most {MAX_IDEMPOTENCY_KEY} "
+            "characters"
+        )
+    _model, payload_json = validate(
+        definition.payload, payload, max_bytes=rt.settings.max_payload_bytes
+    )
+    invocation_id, created, dispatched = rt.store.create(
+        invocation_id=str(uuid.uuid4()),
+        workflow=definition.name,
+        payload_json=payload_json,
+        step_count=len(definition.steps),
+        idempotency_key=idempotency_key,
+    )
+    if not created and dispatched:
+        return invocation_id
+    context = {
+        "invocation_id": invocation_id,
+        "workflow": definition.name,
+        "payload": json.loads(payload_json),
+        "outputs": {},
+    }
+    try:
+        dispatch(rt.producer, definition, context)
+    except Exception:
+        if created:
+            # Nothing was enqueued: leave no row behind, so a retry with this key works.
+            rt.store.delete(invocation_id)
+        raise
+    rt.store.mark_dispatched(invocation_id)
+    return invocation_id
+
+
+def get(invocation_id: str) -> Invocation:
+    """The invocation as it stands; raises ``UnknownInvocation`` for an id never issued."""
+    found = runtime.current().store.get(invocation_id)
+    if found is None:
+        raise UnknownInvocation(f"no invocation with id {invocation_id!r}")
+    return found
+
+
+def wait(invocation_id: str, timeout: float | None = None) -> Invocation:
+    """Block until the invocation succeeded or failed, and return it.
+
+    Raises ``InvocationTimeout`` after ``timeout`` seconds (None: wait for ever) and
+    ``UnknownInvocation`` for an id never issued.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        invocation = get(invocation_id)
+        if invocation.finished:
+            return invocation
+        if deadline is not None and time.monotonic() >= deadline:
+            raise InvocationTimeout(
+                f"invocation {invocation_id} still {invocation.status.value} after {timeout}s"
+            )
+        pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+        time.sleep(pause)
+        delay = min(delay * 1.5, 0.25)

@@ -1,0 +1,90 @@
+"""Every error the orchestrator raises, under one root: :class:`OrchestratorError`."""
+
+from __future__ import annotations
+
+
+class OrchestratorError(Exception):
+    """Root of all orchestrator errors."""
+
+
+class ConfigError(OrchestratorError):
+    """A setting is missing or invalid; the message names the ``ORCH_*`` variable."""
+
+
+class UnknownWorkflow(OrchestratorError):
+    """No workflow is registered under the given name."""
+
+
+class WorkflowDefinitionError(OrchestratorError):
+    """A workflow or step was declared wrongly (duplicate name, bad step, ...)."""
+
+
+class InvalidPayload(OrchestratorError):
+    """The payload does not match the workflow's model, or is not plain JSON."""
+
+
+class PayloadTooLarge(InvalidPayload):
+    """The payload's JSON encoding is over the configured byte limit."""
+
+
+class Backpressure(OrchestratorError):
+    """The system refuses new work for now; try again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(f"{message} (retry after {retry_after:.1f}s)")
+        self.retry_after = retry_after
+
+
+class VersionConflict(OrchestratorError):
+    """A compare-and-set lost: the record changed since it was read."""
+
+
+class UnknownInvocation(OrchestratorError):
+    """No invocation has the given id."""
+
+
+class InvocationTimeout(OrchestratorError):
+    """``wait`` gave up before the invocation finished."""
+
+
+class UnknownTool(OrchestratorError):
+    """No tool is registered under the given name."""
+
+
+class ToolDefinitionError(OrchestratorError):
+    """A tool was declared without a timeout or fallback, or with bad values."""
+
+
+class StepFailed(OrchestratorError):
+    """A step raised an error that retrying will not fix."""
+
+
+class TransientStepError(OrchestratorError):
+    """A step failed in a way worth retrying (a timeout, a 5xx, a dropped connection).
+
+    ``retry_after`` is the suggested delay in seconds, when the cause gives one.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StepBusy(OrchestratorError):
+    """Another delivery of this step holds its claim; try again after ``retry_after``."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServiceError(OrchestratorError):
+    """An embedded or configured service (Redis, PostgreSQL, simulator) is unusable."""
+
+
+class RetryLater(OrchestratorError):
+    """Control flow from the step runner to the task adapter: run this delivery again later."""
+
+    def __init__(self, message: str, countdown: float) -> None:
+        super().__init__(message)
+        self.countdown = countdown

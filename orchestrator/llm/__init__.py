@@ -1,0 +1,1 @@
+"""The LLM gateway: OpenAI-compatible chat calls, their keys and their limits."""

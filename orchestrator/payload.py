@@ -1,0 +1,61 @@
+"""Payload checks at the boundary: plain JSON, under the size limit, valid for the model."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from orchestrator.errors import InvalidPayload, PayloadTooLarge
+
+
+def encode(payload: Any) -> str:
+    """The payload's canonical JSON text; raises ``InvalidPayload`` for non-JSON values."""
+    if not isinstance(payload, dict):
+        raise InvalidPayload(
+            f"payload must be a JSON object (a dict), got {type(payload).__name__}"
+        )
+    try:
+        return json.dumps(payload, allow_nan=False, separators=(",", ":"), sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidPayload(f"payload is not plain JSON: {exc}") from None
+
+
+def check_keys(value: Any, path: str = "payload") -> None:
+    """JSON object keys must be strings; ``json.dumps`` would silently coerce ints."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidPayload(
+                    f"{path} has a non-string key {key!r}: JSON object keys must be strings"
+                )
+            check_keys(item, f"{path}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            check_keys(item, f"{path}[{i}]")
+
+
+def validate(model: type[BaseModel], payload: Any, *, max_bytes: int) -> tuple[BaseModel, str]:
+    """Check ``payload`` and return (model instance, canonical JSON text).
+
+    Raises ``PayloadTooLarge`` past ``max_bytes`` of JSON, ``InvalidPayload`` for values
+    that are not plain JSON or do not match ``model`` (the message lists each problem).
+    """
+    check_keys(payload)
+    text = encode(payload)
+    size = len(text.encode())
+    if size > max_bytes:
+        raise PayloadTooLarge(
+            f"payload is {size} bytes of JSON, over the limit of {max_bytes} "
+            "(raise ORCH_MAX_PAYLOAD_BYTES, or pass a reference instead of the data)"
+        )
+    try:
+        instance = model.model_validate(payload)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise InvalidPayload(f"payload does not match {model.__name__}: {problems}") from None
+    return instance, text

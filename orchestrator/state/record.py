@@ -1,0 +1,38 @@
+"""The state record value object and the checks on keys and values."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.errors import InvalidPayload
+
+MAX_KEY_LENGTH = 200
+
+
+@dataclass(frozen=True)
+class Record:
+    """A state value at a version; version 0 means "never written"."""
+
+    key: str
+    value: dict[str, Any]
+    version: int
+
+
+def check_key(key: Any) -> str:
+    if not isinstance(key, str) or not key.strip():
+        raise InvalidPayload("state key must be a non-empty string, e.g. 'customer:42'")
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidPayload(f"state key is {len(key)} characters, over {MAX_KEY_LENGTH}")
+    return key
+
+
+def check_value(value: Any) -> str:
+    """The value's JSON text; raises ``InvalidPayload`` unless a plain JSON object."""
+    if not isinstance(value, dict):
+        raise InvalidPayload(f"state value must be a JSON object, got {type(value).__name__}")
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidPayload(f"state value is not plain JSON: {exc}") from None

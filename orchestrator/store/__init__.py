@@ -1,0 +1,1 @@
+"""All PostgreSQL access: the schema, the engine, and the invocation store."""

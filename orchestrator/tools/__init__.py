@@ -1,0 +1,1 @@
+"""Tools: declared with a timeout and a fallback, called through one registry."""

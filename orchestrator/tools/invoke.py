@@ -1,0 +1,62 @@
+"""Calling a tool: its own timeout, errors classified, the fallback as the last word."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from orchestrator import runtime
+from orchestrator.errors import StepFailed, TransientStepError
+from orchestrator.tools.registry import Tool, tools
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ToolOutcome:
+    output: Any
+    fallback: bool = False
+
+
+def _call_http(tool: Tool, payload: dict[str, Any]) -> Any:
+    rt = runtime.current()
+    url = f"{rt.settings.tools_endpoint}{tool.http_path}"
+    timeout = httpx.Timeout(tool.timeout.read, connect=tool.timeout.connect)
+    try:
+        response = rt.http.post(url, json=payload, timeout=timeout)
+    except httpx.TimeoutException:
+        raise TransientStepError(
+            f"tool {tool.name!r} timed out after {tool.timeout.read:.1f}s"
+        ) from None
+    except httpx.HTTPError as exc:
+        raise TransientStepError(f"tool {tool.name!r}: {type(exc).__name__}: {exc}") from None
+    if response.status_code >= 500 or response.status_code == 429:
+        raise TransientStepError(f"tool {tool.name!r}: HTTP {response.status_code}")
+    if response.status_code >= 400:
+        raise StepFailed(f"tool {tool.name!r} refused the input: HTTP {response.status_code} "
+                         f"{response.text[:200]}")
+    try:
+        return response.json()
+    except ValueError:
+        raise TransientStepError(f"tool {tool.name!r} answered with non-JSON") from None
+
+
+def invoke(name: str, payload: dict[str, Any], *, last_attempt: bool) -> ToolOutcome:
+    """Call tool ``name``; on the last attempt a transient failure yields the fallback.
+
+    Raises ``UnknownTool``, ``StepFailed`` (the tool refused the input) or, before the
+    last attempt, ``TransientStepError`` so the step is retried.
+    """
+    tool = tools.get(name)
+    try:
+        if tool.fn is not None:
+            return ToolOutcome(tool.fn(payload))
+        return ToolOutcome(_call_http(tool, payload))
+    except TransientStepError as exc:
+        if not last_attempt:
+            raise
+        log.warning("tool %s failed on its last attempt (%s); serving its fallback", name, exc)
+        return ToolOutcome(tool.fallback(payload), fallback=True)

@@ -1,0 +1,1 @@
+"""Celery tasks: thin adapters from messages to :mod:`orchestrator`."""

@@ -1,0 +1,21 @@
+"""The one adapter between a Celery delivery and the orchestrator's step runner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from orchestrator.errors import RetryLater
+from orchestrator.runner import run_step
+
+
+def deliver(task: Task, context: dict[str, Any], index: int) -> dict[str, Any]:
+    """Run one step delivery; a ``RetryLater`` becomes a Celery retry with its countdown.
+
+    The runner bounds the number of retries itself, hence ``max_retries=None`` here.
+    """
+    try:
+        return run_step(context, index, retries=int(task.request.retries or 0))
+    except RetryLater as exc:
+        raise task.retry(countdown=exc.countdown, max_retries=None) from exc

@@ -1,0 +1,27 @@
+"""The three step tasks, one per queue. Each is a name, a queue and a call to ``deliver``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from config.celery import AGENTS_QUEUE, LLM_QUEUE, STEP_TASKS, TOOLS_QUEUE
+from orchestrator.errors import StepFailed
+from tasks.adapter import deliver
+from workers.app import app
+
+
+@app.task(name=STEP_TASKS[AGENTS_QUEUE], bind=True, throws=(StepFailed,))
+def python_step(self: Task, context: dict[str, Any], index: int) -> dict[str, Any]:
+    return deliver(self, context, index)
+
+
+@app.task(name=STEP_TASKS[LLM_QUEUE], bind=True, throws=(StepFailed,))
+def llm_step(self: Task, context: dict[str, Any], index: int) -> dict[str, Any]:
+    return deliver(self, context, index)
+
+
+@app.task(name=STEP_TASKS[TOOLS_QUEUE], bind=True, throws=(StepFailed,))
+def tool_step(self: Task, context: dict[str, Any], index: int) -> dict[str, Any]:
+    return deliver(self, context, index)

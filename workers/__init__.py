@@ -1,0 +1,1 @@
+"""The Celery app, worker profiles and per-process hooks."""

@@ -1,0 +1,45 @@
+"""The Celery app of the fleet: ``celery -A workers.app worker -Q llm`` works as is.
+
+Configured from ``ORCH_*`` through :mod:`config`; imports no service at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+
+from config import build_celery_config
+from orchestrator import runtime
+from orchestrator.errors import ConfigError
+
+_settings = runtime.current().settings
+if not _settings.redis_url:
+    raise ConfigError(
+        "ORCH_REDIS_URL is not set: workers need the broker's address "
+        "(use `orchestrator up`, or export ORCH_REDIS_URL=redis://host:6379/0)"
+    )
+
+app = Celery("orchestrator", include=["tasks.steps"])
+app.conf.update(build_celery_config(_settings))
+
+
+@signals.worker_init.connect
+def _on_worker_init(**_: Any) -> None:
+    runtime.current().load_workflows()
+
+
+@signals.worker_process_init.connect
+def _on_process_init(**_: Any) -> None:
+    # A fresh prefork child: its own pools, workflows imported before the first task.
+    runtime.current().load_workflows()
+
+
+@signals.worker_process_shutdown.connect
+def _on_process_shutdown(**_: Any) -> None:
+    runtime.current().close()
+
+
+@signals.worker_shutdown.connect
+def _on_worker_shutdown(**_: Any) -> None:
+    runtime.current().close()
