@@ -51,7 +51,7 @@ def build_celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": AGENTS_QUEUE,
         "task_queues": [Queue(name, routing_key=name) for name in QUEUES],
         "task_routes": {name: {"queue": queue} for queue, name in STEP_TASKS.items()},
-        "task_send_sent_event": True,
+        "task_send_sent_event": False,
         "worker_send_task_events": True,
         "worker_hijack_root_logger": False,
         "task_track_started": False,

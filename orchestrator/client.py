@@ -5,18 +5,23 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import replace
+from typing import Any
 
 from orchestrator import runtime
 from orchestrator.dispatch import dispatch
 from orchestrator.errors import InvalidPayload, InvocationTimeout, UnknownInvocation
-from orchestrator.invocation import Invocation
+from orchestrator.invocation import Invocation, InvocationStatus
 from orchestrator.payload import validate
+from orchestrator.store.invocations import step_from_record
 from orchestrator.workflow import registry
 
 MAX_IDEMPOTENCY_KEY = 255
 
 
-def submit(workflow: str, payload: dict, *, idempotency_key: str | None = None) -> str:  # type: ignore[type-arg]
+def submit(
+    workflow: str, payload: dict[str, Any], *, idempotency_key: str | None = None
+) -> str:
     """Start ``workflow`` with ``payload``; returns the invocation id.
 
     With an ``idempotency_key`` used before, returns that invocation's id and starts
@@ -38,15 +43,19 @@ def submit(workflow: str, payload: dict, *, idempotency_key: str | None = None) 
     _model, payload_json = validate(
         definition.payload, payload, max_bytes=rt.settings.max_payload_bytes
     )
-    invocation_id, created, dispatched = rt.store.create(
+    invocation_id, existing = rt.store.create(
         invocation_id=str(uuid.uuid4()),
         workflow=definition.name,
         payload_json=payload_json,
         step_count=len(definition.steps),
         idempotency_key=idempotency_key,
     )
-    if not created and dispatched:
-        return invocation_id
+    inflight = rt.inflight
+    if existing is not None:
+        dispatched, records, running = inflight.snapshot(invocation_id)
+        if existing is not InvocationStatus.QUEUED or dispatched or records or running:
+            return invocation_id
+        # Created by a submit that died before publishing: publish it now.
     context = {
         "invocation_id": invocation_id,
         "workflow": definition.name,
@@ -56,20 +65,32 @@ def submit(workflow: str, payload: dict, *, idempotency_key: str | None = None) 
     try:
         dispatch(rt.producer, definition, context)
     except Exception:
-        if created:
+        if existing is None:
             # Nothing was enqueued: leave no row behind, so a retry with this key works.
             rt.store.delete(invocation_id)
         raise
-    rt.store.mark_dispatched(invocation_id)
+    inflight.mark_dispatched(invocation_id)
     return invocation_id
 
 
 def get(invocation_id: str) -> Invocation:
-    """The invocation as it stands; raises ``UnknownInvocation`` for an id never issued."""
-    found = runtime.current().store.get(invocation_id)
+    """The invocation as it stands, with the steps finished so far.
+
+    Raises ``UnknownInvocation`` for an id never issued.
+    """
+    rt = runtime.current()
+    found = rt.store.get(invocation_id)
     if found is None:
         raise UnknownInvocation(f"no invocation with id {invocation_id!r}")
-    return found
+    if found.finished:
+        return found
+    inflight = rt.inflight
+    _dispatched, records, running = inflight.snapshot(invocation_id)
+    if not records and not running:
+        return found
+    steps = tuple(step_from_record(i, r) for i, r in sorted(records.items()))
+    return replace(found, status=InvocationStatus.RUNNING, steps=steps,
+                   started_at=steps[0].started_at if steps else found.started_at)
 
 
 def wait(invocation_id: str, timeout: float | None = None) -> Invocation:

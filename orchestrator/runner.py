@@ -16,8 +16,17 @@ from typing import Any
 
 from orchestrator import runtime
 from orchestrator.errors import RetryLater, StepBusy, StepFailed, TransientStepError
-from orchestrator.store.invocations import ClaimState
-from orchestrator.workflow import LLMStep, PythonStep, Step, StepContext, ToolStep, registry
+from orchestrator.inflight import BeginState, InFlight
+from orchestrator.invocation import InvocationStatus, StepStatus
+from orchestrator.workflow import (
+    LLMStep,
+    PythonStep,
+    Step,
+    StepContext,
+    ToolStep,
+    Workflow,
+    registry,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,36 +79,93 @@ def _with_output(context: Context, name: str, output: Any) -> Context:
 def run_step(context: Context, index: int, *, retries: int) -> Context:
     """Run delivery ``retries`` of step ``index``; returns the context for the next step.
 
-    Raises ``RetryLater`` when this delivery should run again (a transient error with
-    retries left, or another delivery holding the claim), ``StepFailed`` when the
-    invocation has failed (recorded before raising).
+    A step already recorded done is skipped (its recorded output is passed on); a step
+    claimed by another live delivery is retried later. Raises ``RetryLater`` when this
+    delivery should run again (a transient error with retries left, or the claim held
+    elsewhere), ``StepFailed`` when the invocation has failed (recorded before raising).
     """
     rt = runtime.current()
     rt.load_workflows()
     invocation_id = str(context["invocation_id"])
     workflow = registry.get(str(context["workflow"]))
     step = workflow.step_at(index)
-    store = rt.store
-    owner = runtime.owner_id()
     settings = rt.settings
+    inflight = rt.inflight
+    owner = runtime.owner_id()
+    lease = settings.step_lease_seconds
 
-    claim = store.claim_step(invocation_id=invocation_id, index=index, name=step.name,
-                             kind=step.kind.value, owner=owner,
-                             lease_seconds=settings.step_lease_seconds)
-    if claim.state is ClaimState.BUSY and claim.owner and runtime.owner_is_dead(claim.owner):
-        claim = store.claim_step(invocation_id=invocation_id, index=index, name=step.name,
-                                 kind=step.kind.value, owner=owner,
-                                 lease_seconds=settings.step_lease_seconds,
-                                 steal_from=claim.owner)
-    if claim.state is ClaimState.DONE:
+    begin = inflight.begin(invocation_id, index, owner, lease)
+    if begin.state is BeginState.BUSY and begin.holder and runtime.owner_is_dead(begin.holder):
+        begin = inflight.begin(invocation_id, index, owner, lease, steal=begin.holder)
+    if begin.state is BeginState.DONE:
+        assert begin.record is not None
+        if begin.record["status"] != StepStatus.DONE.value:
+            raise StepFailed(f"invocation {invocation_id} failed at step {step.name}")
         log.info("step %s of %s already done: skipped", step.name, invocation_id)
-        return _with_output(context, step.name, claim.output)
-    if claim.state is ClaimState.FAILED:
-        raise StepFailed(f"invocation {invocation_id} has failed already")
-    if claim.state is ClaimState.BUSY:
-        wait = max(1.0, min(claim.retry_after + 0.5, settings.visibility_timeout / 2))
-        raise RetryLater(str(StepBusy(f"step {step.name} is held by {claim.owner}", wait)), wait)
+        return _with_output(context, step.name, begin.record["output"])
+    if begin.state is BeginState.BUSY:
+        wait = max(1.0, min(begin.remaining + 0.5, settings.visibility_timeout / 2))
+        raise RetryLater(str(StepBusy(f"step {step.name} is held by {begin.holder}", wait)),
+                         wait)
+    if begin.took_over:
+        # An earlier delivery died holding this step; it may have ended the invocation
+        # in PostgreSQL before it could say so here.
+        finished = rt.store.status(invocation_id)
+        if finished is not None and finished.finished:
+            inflight.release(invocation_id, index, owner)
+            if finished is InvocationStatus.FAILED:
+                raise StepFailed(f"invocation {invocation_id} has failed")
+            return context
+    try:
+        return _run_claimed(context, workflow, index, retries=retries, inflight=inflight,
+                            owner=owner, now_ms=begin.now_ms)
+    except RetryLater:
+        inflight.release(invocation_id, index, owner)
+        raise
 
+
+def _record(step: Step, *, status: StepStatus, attempts: int, started_ms: int,
+            duration: float, outcome: StepOutcome | None, error: str | None) -> dict[str, Any]:
+    return {
+        "name": step.name,
+        "kind": step.kind.value,
+        "status": status.value,
+        "attempts": attempts,
+        "output": outcome.output if outcome else None,
+        "error": error,
+        "fallback": outcome.fallback if outcome else False,
+        "pt": outcome.prompt_tokens if outcome else 0,
+        "ct": outcome.completion_tokens if outcome else 0,
+        "started_ms": started_ms,
+        "finished_ms": started_ms + int(duration * 1000),
+    }
+
+
+def _finish(context: Context, workflow: Workflow, index: int, record: dict[str, Any], *,
+            inflight: InFlight, owner: str) -> dict[str, Any]:
+    """Record the step; after the last step or a failure, write the invocation's end to
+    PostgreSQL first, so "done" in Redis never stands for an end PostgreSQL lacks."""
+    invocation_id = str(context["invocation_id"])
+    failed = record["status"] == StepStatus.FAILED.value
+    if failed or index == len(workflow.steps) - 1:
+        _, records, _ = inflight.snapshot(invocation_id)
+        records[index] = record
+        steps = [{"idx": i, **r} for i, r in sorted(records.items())]
+        runtime.current().store.complete(
+            invocation_id,
+            status=InvocationStatus.FAILED if failed else InvocationStatus.SUCCEEDED,
+            output=None if failed else record["output"],
+            error=record["error"],
+            steps=steps,
+        )
+    return inflight.finish(invocation_id, index, owner, record)
+
+
+def _run_claimed(context: Context, workflow: Workflow, index: int, *, retries: int,
+                 inflight: InFlight, owner: str, now_ms: int) -> Context:
+    settings = runtime.current().settings
+    invocation_id = str(context["invocation_id"])
+    step = workflow.step_at(index)
     last_attempt = retries >= settings.step_max_retries
     ctx = StepContext(
         invocation_id=invocation_id,
@@ -108,29 +174,35 @@ def run_step(context: Context, index: int, *, retries: int) -> Context:
         payload=workflow.payload.model_validate(context["payload"]),
         outputs=dict(context.get("outputs") or {}),
     )
+    started_ms = now_ms
     started = time.monotonic()
     try:
         outcome = _execute(step, ctx, last_attempt=last_attempt)
     except TransientStepError as exc:
         message = f"step {step.name}: {exc}"
-        if last_attempt:
-            store.fail(invocation_id=invocation_id, index=index,
-                       error=f"{message} (gave up after {retries + 1} attempts)")
-            raise StepFailed(message) from exc
-        store.release_step(invocation_id=invocation_id, index=index, owner=owner, error=message)
-        delay = exc.retry_after if exc.retry_after is not None else backoff(retries)
-        delay = min(delay, settings.visibility_timeout / 2)
-        raise RetryLater(message, delay) from exc
+        if not last_attempt:
+            delay = exc.retry_after if exc.retry_after is not None else backoff(retries)
+            raise RetryLater(message, min(delay, settings.visibility_timeout / 2)) from exc
+        error = f"{message} (gave up after {retries + 1} attempts)"
+        _finish(context, workflow, index,
+                _record(step, status=StepStatus.FAILED, attempts=retries + 1,
+                        started_ms=started_ms, duration=time.monotonic() - started,
+                        outcome=None, error=error),
+                inflight=inflight, owner=owner)
+        raise StepFailed(error) from exc
     except Exception as exc:
-        message = f"step {step.name}: {type(exc).__name__}: {exc}"
-        store.fail(invocation_id=invocation_id, index=index, error=message)
-        log.error("invocation %s failed: %s", invocation_id, message)
-        raise StepFailed(message) from exc
-    output = store.finish_step(
-        invocation_id=invocation_id, index=index, owner=owner, output=outcome.output,
-        prompt_tokens=outcome.prompt_tokens, completion_tokens=outcome.completion_tokens,
-        fallback=outcome.fallback, last=index == len(workflow.steps) - 1,
+        error = f"step {step.name}: {type(exc).__name__}: {exc}"
+        _finish(context, workflow, index,
+                _record(step, status=StepStatus.FAILED, attempts=retries + 1,
+                        started_ms=started_ms, duration=time.monotonic() - started,
+                        outcome=None, error=error),
+                inflight=inflight, owner=owner)
+        log.error("invocation %s failed: %s", invocation_id, error)
+        raise StepFailed(error) from exc
+    standing = _finish(
+        context, workflow, index,
+        _record(step, status=StepStatus.DONE, attempts=retries + 1, started_ms=started_ms,
+                duration=time.monotonic() - started, outcome=outcome, error=None),
+        inflight=inflight, owner=owner,
     )
-    log.debug("step %s of %s done in %.3fs", step.name, invocation_id,
-              time.monotonic() - started)
-    return _with_output(context, step.name, output)
+    return _with_output(context, step.name, standing["output"])

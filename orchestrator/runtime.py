@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from celery import Celery
     from sqlalchemy import Engine
 
+    from orchestrator.inflight import InFlight
     from orchestrator.store.invocations import InvocationStore
 
 
@@ -91,6 +92,12 @@ class Runtime:
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
         return httpx.Client(limits=limits, timeout=httpx.Timeout(30.0), follow_redirects=False)
 
+    @cached_property
+    def inflight(self) -> InFlight:
+        from orchestrator.inflight import InFlight
+
+        return InFlight(self.redis, visibility_timeout=self.settings.visibility_timeout)
+
     def load_workflows(self) -> None:
         """Import ``ORCH_WORKFLOW_MODULES`` once, so the workflow registry is filled."""
         if self._workflows_loaded:
@@ -120,7 +127,7 @@ class Runtime:
             cached.pop(name, None)
 
 
-_RESOURCES = ("engine", "store", "redis", "producer", "http")
+_RESOURCES = ("engine", "store", "redis", "producer", "http", "inflight")
 _current: Runtime | None = None
 _current_lock = threading.Lock()
 

@@ -1,16 +1,15 @@
-"""The invocation store: every read and write of invocations and step records.
+"""The invocation store: every PostgreSQL read and write of invocations and steps.
 
-Each step delivery first *claims* its step row (an INSERT ... ON CONFLICT that also
-takes over an expired lease), so a redelivered step whose record is done is skipped,
-and two deliveries of one step never run at the same time. PostgreSQL's ``now()`` is
-the only clock.
+An invocation row is written twice: queued at submit, and finished (succeeded or failed,
+with all its step records) by the delivery that ends it, in one statement. While it runs,
+its steps are recorded in Redis (:mod:`orchestrator.inflight`). PostgreSQL's ``now()`` is
+the clock of the invocation's own timestamps.
 """
 
 from __future__ import annotations
 
-import enum
 import json
-from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -22,107 +21,38 @@ from orchestrator.invocation import (
     StepStatus,
     TokenUsage,
 )
-from orchestrator.store.models import InvocationRow
 
-
-class ClaimState(enum.Enum):
-    CLAIMED = "claimed"
-    DONE = "done"
-    FAILED = "failed"
-    BUSY = "busy"
-    CANCELLED = "cancelled"
-
-
-@dataclass(frozen=True)
-class Claim:
-    state: ClaimState
-    attempts: int = 0
-    output: Any = None
-    owner: str | None = None
-    retry_after: float = 0.0
-
-
-_CLAIM = text(
+_CREATE = text(
     """
-    INSERT INTO invocation_steps
-        (invocation_id, idx, name, kind, status, attempts, owner, lease_until, started_at)
-    VALUES (:inv, :idx, :name, :kind, 'running', 1, :owner,
-            now() + make_interval(secs => :lease), now())
-    ON CONFLICT (invocation_id, idx) DO UPDATE
-        SET attempts = invocation_steps.attempts + 1,
-            owner = EXCLUDED.owner,
-            lease_until = EXCLUDED.lease_until,
-            started_at = now()
-        WHERE invocation_steps.status = 'running'
-          AND (invocation_steps.lease_until IS NULL
-               OR invocation_steps.lease_until < now()
-               OR invocation_steps.owner = :steal)
-    RETURNING attempts
+    INSERT INTO invocations (id, workflow, payload, status, idempotency_key, step_count)
+    VALUES (:id, :wf, CAST(:payload AS jsonb), 'queued', :key, :n)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id
     """
 )
 
-_START_INVOCATION = text(
-    "UPDATE invocations SET status = 'running', started_at = now() "
-    "WHERE id = :inv AND status = 'queued'"
-)
-
-_STEP_STATE = text(
+# Steps and invocation in one statement: one round trip, one commit, all or nothing.
+_COMPLETE = text(
     """
-    SELECT s.status, s.output, s.owner,
-           GREATEST(EXTRACT(EPOCH FROM (s.lease_until - now())), 0) AS remaining,
-           i.status AS invocation_status
-    FROM invocation_steps s JOIN invocations i ON i.id = s.invocation_id
-    WHERE s.invocation_id = :inv AND s.idx = :idx
-    """
-)
-
-_FINISH_STEP = text(
-    """
-    UPDATE invocation_steps
-       SET status = 'done', output = CAST(:output AS jsonb), fallback = :fallback,
-           prompt_tokens = :pt, completion_tokens = :ct,
-           finished_at = now(), lease_until = NULL, error = NULL
-     WHERE invocation_id = :inv AND idx = :idx AND owner = :owner AND status = 'running'
-    RETURNING idx
-    """
-)
-
-_SUCCEED = text(
-    """
-    UPDATE invocations i
-       SET status = 'succeeded', output = CAST(:output AS jsonb), finished_at = now(),
-           prompt_tokens = t.pt, completion_tokens = t.ct
-      FROM (SELECT COALESCE(SUM(prompt_tokens), 0) AS pt,
-                   COALESCE(SUM(completion_tokens), 0) AS ct
-              FROM invocation_steps WHERE invocation_id = :inv) t
-     WHERE i.id = :inv AND i.status IN ('queued', 'running')
-    """
-)
-
-_RELEASE = text(
-    """
-    UPDATE invocation_steps SET lease_until = now(), error = :error
-     WHERE invocation_id = :inv AND idx = :idx AND owner = :owner AND status = 'running'
-    """
-)
-
-_FAIL_STEP = text(
-    """
-    UPDATE invocation_steps
-       SET status = 'failed', error = :error, finished_at = now(), lease_until = NULL
-     WHERE invocation_id = :inv AND idx = :idx AND status = 'running'
-    """
-)
-
-_FAIL_INVOCATION = text(
-    """
-    UPDATE invocations i
-       SET status = 'failed', error = :error, finished_at = now(),
-           prompt_tokens = t.pt, completion_tokens = t.ct
-      FROM (SELECT COALESCE(SUM(prompt_tokens), 0) AS pt,
-                   COALESCE(SUM(completion_tokens), 0) AS ct
-              FROM invocation_steps WHERE invocation_id = :inv) t
-     WHERE i.id = :inv AND i.status IN ('queued', 'running')
+    WITH steps AS (
+        INSERT INTO invocation_steps
+            (invocation_id, idx, name, kind, status, attempts, output, error, fallback,
+             prompt_tokens, completion_tokens, started_at, finished_at)
+        SELECT :inv, r.idx, r.name, r.kind, r.status, r.attempts, r.output, r.error,
+               r.fallback, r.pt, r.ct,
+               to_timestamp(r.started_ms / 1000.0), to_timestamp(r.finished_ms / 1000.0)
+          FROM jsonb_to_recordset(CAST(:steps AS jsonb)) AS r(
+               idx int, name text, kind text, status text, attempts int, output jsonb,
+               error text, fallback bool, pt int, ct int, started_ms bigint,
+               finished_ms bigint)
+        ON CONFLICT (invocation_id, idx) DO NOTHING
+    )
+    UPDATE invocations
+       SET status = :status, output = CAST(:output AS jsonb), error = :error,
+           prompt_tokens = :pt, completion_tokens = :ct, finished_at = now(),
+           started_at = to_timestamp(:started_ms / 1000.0)
+     WHERE id = :inv AND status IN ('queued', 'running')
+    RETURNING id
     """
 )
 
@@ -132,6 +62,9 @@ class InvocationStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Each statement here stands alone, so none needs BEGIN/COMMIT round trips:
+        # PostgreSQL runs a single statement in its own transaction.
+        self.auto = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     def create(
         self,
@@ -141,194 +74,154 @@ class InvocationStore:
         payload_json: str,
         step_count: int,
         idempotency_key: str | None,
-    ) -> tuple[str, bool, bool]:
-        """Insert a queued invocation; returns (id, created, dispatched).
+    ) -> tuple[str, InvocationStatus | None]:
+        """Insert a queued invocation; returns (id, None) when created.
 
         With an ``idempotency_key`` already used, nothing is inserted and the existing
-        invocation's id comes back with ``created=False``; the unique constraint decides,
-        so two racing submits cannot both create one.
+        invocation's (id, status) comes back; the unique constraint decides, so two
+        racing submits cannot both create one.
         """
-        with self.engine.begin() as conn:
+        with self.auto.connect() as conn:
             row = conn.execute(
-                text(
-                    """
-                    INSERT INTO invocations
-                        (id, workflow, payload, status, idempotency_key, step_count)
-                    VALUES (:id, :wf, CAST(:payload AS jsonb), 'queued', :key, :n)
-                    ON CONFLICT (idempotency_key) DO NOTHING
-                    RETURNING id
-                    """
-                ),
+                _CREATE,
                 {"id": invocation_id, "wf": workflow, "payload": payload_json,
                  "key": idempotency_key, "n": step_count},
             ).first()
             if row is not None:
-                return invocation_id, True, False
+                return invocation_id, None
             existing = conn.execute(
-                text(
-                    "SELECT id, workflow, dispatched_at IS NOT NULL FROM invocations "
-                    "WHERE idempotency_key = :key"
-                ),
+                text("SELECT id, status FROM invocations WHERE idempotency_key = :key"),
                 {"key": idempotency_key},
             ).one()
-        return str(existing[0]), False, bool(existing[2])
-
-    def workflow_of(self, invocation_id: str) -> str | None:
-        with self.engine.connect() as conn:
-            value = conn.execute(
-                text("SELECT workflow FROM invocations WHERE id = :id"), {"id": invocation_id}
-            ).scalar()
-        return None if value is None else str(value)
-
-    def payload_of(self, invocation_id: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
-            value = conn.execute(
-                text("SELECT payload FROM invocations WHERE id = :id"), {"id": invocation_id}
-            ).scalar()
-        return None if value is None else dict(value)
-
-    def mark_dispatched(self, invocation_id: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                text("UPDATE invocations SET dispatched_at = now() WHERE id = :id"),
-                {"id": invocation_id},
-            )
+        return str(existing[0]), InvocationStatus(existing[1])
 
     def delete(self, invocation_id: str) -> None:
         """Remove an invocation whose dispatch failed, so a retry with its key can succeed."""
-        with self.engine.begin() as conn:
+        with self.auto.connect() as conn:
             conn.execute(text("DELETE FROM invocations WHERE id = :id"), {"id": invocation_id})
 
-    def claim_step(
+    def complete(
         self,
-        *,
         invocation_id: str,
-        index: int,
-        name: str,
-        kind: str,
-        owner: str,
-        lease_seconds: float,
-        steal_from: str | None = None,
-    ) -> Claim:
-        """Claim step ``index`` for ``owner``; see :class:`ClaimState` for the outcomes."""
-        with self.engine.begin() as conn:
-            attempts = conn.execute(
-                _CLAIM,
-                {"inv": invocation_id, "idx": index, "name": name, "kind": kind,
-                 "owner": owner, "lease": float(lease_seconds), "steal": steal_from or ""},
-            ).scalar()
-            if attempts is not None:
-                if index == 0:
-                    conn.execute(_START_INVOCATION, {"inv": invocation_id})
-                return Claim(ClaimState.CLAIMED, attempts=int(attempts))
-            state = conn.execute(_STEP_STATE, {"inv": invocation_id, "idx": index}).one()
-        status, output, holder, remaining, invocation_status = state
-        if status == StepStatus.DONE:
-            return Claim(ClaimState.DONE, output=output)
-        if status == StepStatus.FAILED or invocation_status == InvocationStatus.FAILED:
-            return Claim(ClaimState.FAILED)
-        return Claim(ClaimState.BUSY, owner=holder, retry_after=float(remaining or 0.0))
-
-    def finish_step(
-        self,
         *,
-        invocation_id: str,
-        index: int,
-        owner: str,
+        status: InvocationStatus,
         output: Any,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-        fallback: bool = False,
-        last: bool,
-    ) -> Any:
-        """Record step ``index`` done; the last step also completes the invocation.
-
-        Returns the output that stands: ours, or that of a delivery that took our lease
-        over and finished first.
-        """
-        output_json = json.dumps(output)
-        with self.engine.begin() as conn:
-            won = conn.execute(
-                _FINISH_STEP,
-                {"inv": invocation_id, "idx": index, "owner": owner, "output": output_json,
-                 "fallback": fallback, "pt": prompt_tokens, "ct": completion_tokens},
+        error: str | None,
+        steps: list[dict[str, Any]],
+    ) -> bool:
+        """Write the finished invocation and its step records; False if it was finished
+        already (by another delivery), in which case nothing changes."""
+        started = min((s["started_ms"] for s in steps), default=None)
+        with self.auto.connect() as conn:
+            row = conn.execute(
+                _COMPLETE,
+                {"inv": invocation_id, "status": status.value, "output": json.dumps(output),
+                 "error": error, "steps": json.dumps(steps),
+                 "pt": sum(int(s.get("pt", 0)) for s in steps),
+                 "ct": sum(int(s.get("ct", 0)) for s in steps),
+                 "started_ms": started},
             ).first()
-            if won is None:
-                standing = conn.execute(
-                    _STEP_STATE, {"inv": invocation_id, "idx": index}
-                ).one()
-                return standing[1]
-            if last:
-                conn.execute(_SUCCEED, {"inv": invocation_id, "output": output_json})
-        return output
+        return row is not None
 
-    def release_step(self, *, invocation_id: str, index: int, owner: str, error: str) -> None:
-        """Give up the claim after a transient error, so the retry may claim it at once."""
-        with self.engine.begin() as conn:
-            conn.execute(
-                _RELEASE, {"inv": invocation_id, "idx": index, "owner": owner, "error": error}
-            )
-
-    def fail(self, *, invocation_id: str, index: int | None, error: str) -> None:
-        """Mark the step (when given) and the invocation failed with ``error``."""
-        with self.engine.begin() as conn:
-            if index is not None:
-                conn.execute(_FAIL_STEP, {"inv": invocation_id, "idx": index, "error": error})
-            conn.execute(_FAIL_INVOCATION, {"inv": invocation_id, "error": error})
+    def status(self, invocation_id: str) -> InvocationStatus | None:
+        with self.auto.connect() as conn:
+            value = conn.execute(
+                text("SELECT status FROM invocations WHERE id = :id"), {"id": invocation_id}
+            ).scalar()
+        return None if value is None else InvocationStatus(value)
 
     def get(self, invocation_id: str) -> Invocation | None:
-        """The invocation with its steps, or None when no such id exists."""
-        with self.engine.connect() as conn:
+        """The invocation with its recorded steps, or None when no such id exists."""
+        with self.auto.connect() as conn:
             row = conn.execute(
                 text("SELECT * FROM invocations WHERE id = :id"), {"id": invocation_id}
             ).mappings().first()
             if row is None:
                 return None
             steps = conn.execute(
-                text(
-                    "SELECT * FROM invocation_steps WHERE invocation_id = :id ORDER BY idx"
-                ),
+                text("SELECT * FROM invocation_steps WHERE invocation_id = :id ORDER BY idx"),
                 {"id": invocation_id},
             ).mappings().all()
-        return _to_invocation(row, steps)
+        return _to_invocation(row, [_step_from_row(s) for s in steps])
 
     def status_of(self, invocation_ids: list[str]) -> dict[str, InvocationStatus]:
         """Status per id, in one query (ids not found are absent)."""
         if not invocation_ids:
             return {}
-        with self.engine.connect() as conn:
+        with self.auto.connect() as conn:
             rows = conn.execute(
                 text("SELECT id, status FROM invocations WHERE id = ANY(:ids)"),
                 {"ids": invocation_ids},
             ).all()
         return {str(r[0]): InvocationStatus(r[1]) for r in rows}
 
+    def finished_count(self, invocation_ids: list[str]) -> int:
+        """How many of ``invocation_ids`` have succeeded or failed."""
+        with self.auto.connect() as conn:
+            return int(conn.execute(
+                text("SELECT count(*) FROM invocations WHERE id = ANY(:ids) "
+                     "AND status IN ('succeeded', 'failed')"),
+                {"ids": invocation_ids},
+            ).scalar_one())
+
+    def last_finished_at(self, invocation_ids: list[str]) -> float:
+        """The latest ``finished_at`` among ``invocation_ids``, as a Unix timestamp."""
+        with self.auto.connect() as conn:
+            return float(conn.execute(
+                text("SELECT EXTRACT(EPOCH FROM max(finished_at)) FROM invocations "
+                     "WHERE id = ANY(:ids)"),
+                {"ids": invocation_ids},
+            ).scalar_one())
+
     def counts(self) -> dict[str, int]:
         """Invocations per status."""
-        with self.engine.connect() as conn:
+        with self.auto.connect() as conn:
             rows = conn.execute(
                 text("SELECT status, count(*) FROM invocations GROUP BY status")
             ).all()
         return {str(r[0]): int(r[1]) for r in rows}
 
 
-def _to_invocation(row: Any, steps: Any) -> Invocation:
-    records = tuple(
-        StepRecord(
-            index=s["idx"],
-            name=s["name"],
-            kind=s["kind"],
-            status=StepStatus(s["status"]),
-            attempts=s["attempts"],
-            output=s["output"],
-            error=s["error"],
-            fallback=s["fallback"],
-            tokens=TokenUsage(s["prompt_tokens"], s["completion_tokens"]),
-            started_at=s["started_at"],
-            finished_at=s["finished_at"],
-        )
-        for s in steps
+def _ts(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000.0, tz=UTC)
+
+
+def step_from_record(index: int, record: dict[str, Any]) -> StepRecord:
+    """A step record as kept in flight (see :mod:`orchestrator.runner`)."""
+    started = _ts(record["started_ms"])
+    assert started is not None
+    return StepRecord(
+        index=index,
+        name=record["name"],
+        kind=record["kind"],
+        status=StepStatus(record["status"]),
+        attempts=int(record["attempts"]),
+        output=record.get("output"),
+        error=record.get("error"),
+        fallback=bool(record.get("fallback", False)),
+        tokens=TokenUsage(int(record.get("pt", 0)), int(record.get("ct", 0))),
+        started_at=started,
+        finished_at=_ts(record.get("finished_ms")),
     )
+
+
+def _step_from_row(s: Any) -> StepRecord:
+    return StepRecord(
+        index=s["idx"],
+        name=s["name"],
+        kind=s["kind"],
+        status=StepStatus(s["status"]),
+        attempts=s["attempts"],
+        output=s["output"],
+        error=s["error"],
+        fallback=s["fallback"],
+        tokens=TokenUsage(s["prompt_tokens"], s["completion_tokens"]),
+        started_at=s["started_at"],
+        finished_at=s["finished_at"],
+    )
+
+
+def _to_invocation(row: Any, steps: list[StepRecord]) -> Invocation:
     return Invocation(
         id=row["id"],
         workflow=row["workflow"],
@@ -336,13 +229,10 @@ def _to_invocation(row: Any, steps: Any) -> Invocation:
         payload=row["payload"],
         output=row["output"],
         error=row["error"],
-        steps=records,
+        steps=tuple(steps),
         tokens=TokenUsage(row["prompt_tokens"], row["completion_tokens"]),
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         idempotency_key=row["idempotency_key"],
     )
-
-
-__all__ = ["Claim", "ClaimState", "InvocationRow", "InvocationStore"]

@@ -46,7 +46,7 @@ class Tool:
 
 def _fallback_fn(fallback: Any) -> Callable[[dict[str, JSON]], JSON]:
     if callable(fallback):
-        return fallback  # type: ignore[no-any-return]
+        return fallback
     return lambda _input: fallback
 
 

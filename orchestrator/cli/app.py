@@ -1,0 +1,179 @@
+"""``orchestrator``: run the fleet, submit work, watch it, operate it.
+
+Exit codes: 0 done; 1 the work itself failed (e.g. a demo invocation failed or was lost);
+2 bad input or configuration (the message says what and how to fix it);
+3 backpressure (retry after the printed number of seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from orchestrator.errors import Backpressure, OrchestratorError
+
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_BACKPRESSURE = 3
+
+console = Console(stderr=True)
+out = Console()
+
+app = typer.Typer(
+    name="orchestrator",
+    help="Production orchestration for LLM-agent workflows on Celery.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+simulate_app = typer.Typer(help="Built-in simulators (LLM provider, tools).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(simulate_app, name="simulate")
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+@app.command()
+def up() -> None:
+    """Start services (embedded unless configured), simulators and one worker per queue;
+    Ctrl-C stops everything."""
+    from orchestrator.cli.up import run_up
+
+    run_up()
+
+
+@app.command()
+def demo(
+    invocations: Annotated[int, typer.Option(min=1, max=100_000,
+                                             help="support-triage invocations")] = 200,
+    customers: Annotated[int, typer.Option(min=1, help="distinct customers")] = 20,
+    timeout: Annotated[float, typer.Option(min=1, help="seconds to wait for all")] = 600,
+) -> None:
+    """Boot the whole stack, run N support-triage invocations, print a summary."""
+    from orchestrator.cli.demo import run_demo
+
+    code = run_demo(invocations=invocations, customers=customers, timeout=timeout)
+    raise typer.Exit(code)
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option("--queues", "-Q",
+                                        help="comma-separated: agents, llm, tools")],
+    concurrency: Annotated[int | None, typer.Option(min=1, help="pool size")] = None,
+    pool: Annotated[str | None, typer.Option(help="prefork, threads, solo, gevent")] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
+) -> None:
+    """Run a Celery worker for the given queues with its profile's defaults."""
+    from orchestrator.cli.worker import run_worker
+
+    run_worker(queues=queues, concurrency=concurrency, pool=pool, loglevel=loglevel)
+
+
+@app.command()
+def submit(
+    workflow: Annotated[str, typer.Argument(help="registered workflow name")],
+    payload_json: Annotated[str, typer.Argument(help="payload as a JSON object")],
+    wait: Annotated[bool, typer.Option("--wait", help="wait for the result")] = False,
+    idempotency_key: Annotated[str | None, typer.Option(help="dedupe key")] = None,
+    timeout: Annotated[float, typer.Option(min=0.1, help="seconds to --wait")] = 300,
+) -> None:
+    """Submit one invocation; prints its id (or, with --wait, the invocation as JSON)."""
+    import orchestrator
+    from orchestrator.cli.render import invocation_json
+
+    try:
+        payload = json.loads(payload_json)
+    except json.JSONDecodeError as exc:
+        raise fail(f"PAYLOAD_JSON is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    invocation_id = orchestrator.submit(workflow, payload, idempotency_key=idempotency_key)
+    if not wait:
+        out.print(invocation_id, highlight=False)
+        return
+    invocation = orchestrator.wait(invocation_id, timeout=timeout)
+    out.print_json(data=invocation_json(invocation))
+    if invocation.status.value != "succeeded":
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Queue depths, workers and invocations by status."""
+    from orchestrator.cli.status import show_status
+
+    show_status(as_json=as_json)
+
+
+@app.command()
+def flower(
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 5555,
+    address: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
+) -> None:
+    """Run Flower against the broker, behind basic auth (ORCH_FLOWER_USER/PASSWORD)."""
+    from orchestrator.cli.worker import run_flower
+
+    run_flower(port=port, address=address)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the database migrations (Alembic) up to the newest."""
+    from orchestrator import runtime
+    from orchestrator.store.migrate import current, upgrade
+
+    url = runtime.current().database_url
+    upgrade(url)
+    out.print(f"database at revision {current(url)}")
+
+
+@simulate_app.command("llm")
+def simulate_llm(
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8900,
+    host: str = "127.0.0.1",
+) -> None:
+    """Run the OpenAI-compatible provider simulator (see scripts/sim_llm.py for all flags)."""
+    from orchestrator.simulators.llm_provider import LLMSimConfig, create_app
+    from orchestrator.simulators.server import serve_forever
+
+    serve_forever(create_app(LLMSimConfig()), host, port)
+
+
+@simulate_app.command("tools")
+def simulate_tools(
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8901,
+    host: str = "127.0.0.1",
+) -> None:
+    """Run the tool server simulator (see scripts/sim_tools.py for all flags)."""
+    from orchestrator.simulators.server import serve_forever
+    from orchestrator.simulators.tool_server import ToolSimConfig, create_app
+
+    serve_forever(create_app(ToolSimConfig()), host, port)
+
+
+def main() -> None:
+    """Entry point: run the app, turning orchestrator errors into messages and exit codes."""
+    try:
+        app()
+    except Backpressure as exc:
+        console.print(f"[bold yellow]backpressure:[/] {exc}", highlight=False)
+        console.print(f"retry-after: {exc.retry_after:.1f}", highlight=False)
+        sys.exit(EXIT_BACKPRESSURE)
+    except OrchestratorError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""In-flight step records and claims, in Redis beside the broker's messages.
+
+While an invocation runs, each step delivery goes through here: ``begin`` claims the step
+(or reports it done, or held by a live delivery elsewhere), ``finish`` records its result
+(the first result recorded stands). The finished invocation, steps included, is then
+written to PostgreSQL in one statement. Redis ``TIME`` is the clock of step timestamps.
+
+These records are exactly as durable as the messages that carry the workflow: both live
+in the broker's Redis (appendonly in production).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from orchestrator.constants import INFLIGHT, INFLIGHT_MIN_TTL_SECONDS
+
+_HERE = Path(__file__).parent
+
+
+class BeginState(enum.Enum):
+    CLAIMED = "claimed"
+    DONE = "done"
+    BUSY = "busy"
+
+
+@dataclass(frozen=True)
+class Begin:
+    state: BeginState
+    record: dict[str, Any] | None = None
+    holder: str | None = None
+    remaining: float = 0.0
+    previous: str = ""
+    now_ms: int = 0
+
+    @property
+    def took_over(self) -> bool:
+        """True when an earlier delivery had claimed this step and did not finish it."""
+        return bool(self.previous)
+
+
+class InFlight:
+    """The in-flight hash of each running invocation."""
+
+    def __init__(self, client: redis.Redis, *, visibility_timeout: int) -> None:
+        self.client = client
+        self.ttl = max(INFLIGHT_MIN_TTL_SECONDS, 2 * visibility_timeout)
+        self._begin = client.register_script((_HERE / "inflight_begin.lua").read_text())
+        self._finish = client.register_script((_HERE / "inflight_finish.lua").read_text())
+        self._release = client.register_script((_HERE / "inflight_release.lua").read_text())
+        self._dispatched = client.register_script(
+            (_HERE / "inflight_dispatched.lua").read_text()
+        )
+
+    @staticmethod
+    def key(invocation_id: str) -> str:
+        return INFLIGHT.format(invocation_id=invocation_id)
+
+    def begin(self, invocation_id: str, index: int, owner: str, lease: float,
+              *, steal: str = "") -> Begin:
+        """Claim step ``index`` for ``lease`` seconds (replacing ``steal`` if it holds it)."""
+        reply = self._begin(
+            keys=[self.key(invocation_id)],
+            args=[index, owner, int(lease * 1000), self.ttl, steal],
+        )
+        state = reply[0].decode()
+        if state == "done":
+            return Begin(BeginState.DONE, record=json.loads(reply[1]))
+        if state == "busy":
+            return Begin(BeginState.BUSY, holder=reply[1].decode(),
+                         remaining=int(reply[2]) / 1000.0)
+        return Begin(BeginState.CLAIMED, previous=reply[1].decode(), now_ms=int(reply[2]))
+
+    def finish(self, invocation_id: str, index: int, owner: str,
+               record: dict[str, Any]) -> dict[str, Any]:
+        """Record the step's result; returns the record that stands (the first one)."""
+        reply = self._finish(
+            keys=[self.key(invocation_id)],
+            args=[index, owner, json.dumps(record, separators=(",", ":")), self.ttl],
+        )
+        return dict(json.loads(reply[1]))
+
+    def release(self, invocation_id: str, index: int, owner: str) -> None:
+        """Give up our claim (before a retry), so the next delivery claims it at once."""
+        self._release(keys=[self.key(invocation_id)], args=[index, owner])
+
+    def now_ms(self) -> int:
+        seconds, micros = self.client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def mark_dispatched(self, invocation_id: str) -> None:
+        self._dispatched(keys=[self.key(invocation_id)], args=[self.ttl])
+
+    def snapshot(self, invocation_id: str) -> tuple[bool, dict[int, dict[str, Any]], set[int]]:
+        """(dispatched, done records by index, indexes claimed by a running delivery)."""
+        raw = self.client.hgetall(self.key(invocation_id))
+        dispatched = b"dispatched" in raw
+        records: dict[int, dict[str, Any]] = {}
+        running: set[int] = set()
+        for field, value in raw.items():
+            name = field.decode()
+            if name.startswith("done:"):
+                records[int(name[5:])] = json.loads(value)
+            elif name.startswith("claim:"):
+                running.add(int(name[6:]))
+        return dispatched, records, running - set(records)

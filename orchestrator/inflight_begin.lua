@@ -1,0 +1,28 @@
+-- Begin a step delivery. KEYS[1]: the invocation's in-flight hash.
+-- ARGV: index, owner, lease_ms, ttl_s, steal (the dead owner we may replace, or "").
+-- Returns {"done", output_json} | {"busy", owner, remaining_ms}
+--       | {"claimed", previous, now_ms}
+-- where previous is the owner of an expired or stolen claim ("" when the step is fresh)
+-- and now_ms is Redis TIME, the clock of step timestamps.
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local idx = ARGV[1]
+local done = redis.call("HGET", KEYS[1], "done:" .. idx)
+if done then
+  return {"done", done}
+end
+local previous = ""
+local claim = redis.call("HGET", KEYS[1], "claim:" .. idx)
+if claim then
+  local sep = string.find(claim, "|", 1, true)
+  local holder = string.sub(claim, 1, sep - 1)
+  local expires = tonumber(string.sub(claim, sep + 1))
+  if expires > now and holder ~= ARGV[5] then
+    return {"busy", holder, tostring(expires - now)}
+  end
+  previous = holder
+end
+redis.call("HSET", KEYS[1], "claim:" .. idx, ARGV[2] .. "|" .. tostring(now + tonumber(ARGV[3])),
+           "started:" .. idx, tostring(now))
+redis.call("EXPIRE", KEYS[1], tonumber(ARGV[4]))
+return {"claimed", previous, tostring(now)}

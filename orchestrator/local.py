@@ -1,0 +1,110 @@
+"""A whole fleet on this machine: services, migrations, simulators and one worker per
+profile. ``orchestrator up`` and ``orchestrator demo`` are built on it."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from config import Settings
+from config.settings import SIMULATED_LLM_URL, SIMULATED_TOOLS_URL
+from orchestrator import runtime
+from orchestrator.processes import WorkerProcess
+from orchestrator.store.migrate import upgrade
+from workers.profiles import profiles
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class LocalFleet:
+    """What is running: the resolved settings, simulator URLs, worker processes."""
+
+    settings: Settings
+    workers: list[WorkerProcess] = field(default_factory=list)
+    simulated_llm: str | None = None
+    simulated_tools: str | None = None
+    embedded: list[str] = field(default_factory=list)
+
+
+def _port_free(url: str) -> bool:
+    parts = urlsplit(url)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((parts.hostname or "127.0.0.1", parts.port or 0))
+        except OSError:
+            return False
+    return True
+
+
+@contextmanager
+def _simulators(settings: Settings, say: Progress) -> Iterator[tuple[str | None, str | None]]:
+    from orchestrator.simulators.llm_provider import LLMSimConfig
+    from orchestrator.simulators.llm_provider import create_app as llm_app
+    from orchestrator.simulators.server import start_server
+    from orchestrator.simulators.tool_server import ToolSimConfig
+    from orchestrator.simulators.tool_server import create_app as tools_app
+
+    with ExitStack() as stack:
+        llm_url = tools_url = None
+        if settings.llm_base_url is None:
+            port = urlsplit(SIMULATED_LLM_URL).port if _port_free(SIMULATED_LLM_URL) else 0
+            handle = start_server(llm_app(LLMSimConfig()), port=port or 0)
+            stack.callback(handle.stop)
+            llm_url = f"{handle.url}/v1"
+            say(f"LLM provider simulator at {llm_url}")
+        if settings.tools_url is None:
+            port = urlsplit(SIMULATED_TOOLS_URL).port if _port_free(SIMULATED_TOOLS_URL) else 0
+            handle = start_server(tools_app(ToolSimConfig()), port=port or 0)
+            stack.callback(handle.stop)
+            tools_url = handle.url
+            say(f"tool simulator at {tools_url}")
+        yield llm_url, tools_url
+
+
+@contextmanager
+def local_fleet(
+    settings: Settings, *, say: Progress = lambda _m: None, start_workers: bool = True
+) -> Iterator[LocalFleet]:
+    """Start everything ``settings`` does not point at elsewhere; stop it all on exit."""
+    from orchestrator.services.stack import service_stack
+
+    with ExitStack() as stack:
+        resolved = stack.enter_context(service_stack(settings))
+        embedded = []
+        if settings.redis_url is None:
+            embedded.append(f"Redis (embedded) at {resolved.redis_url}")
+        if settings.database_url is None:
+            embedded.append(f"PostgreSQL (embedded) at {resolved.database_url}")
+        for line in embedded:
+            say(line)
+        assert resolved.database_url
+        upgrade(resolved.database_url)
+        say("database schema up to date")
+        llm_url, tools_url = stack.enter_context(_simulators(resolved, say))
+        updates: dict[str, object] = {}
+        if llm_url:
+            updates["llm_base_url"] = llm_url
+        if tools_url:
+            updates["tools_url"] = tools_url
+        resolved = resolved.model_copy(update=updates)
+        runtime.configure(resolved)
+        stack.callback(lambda: runtime.current().close())
+        fleet = LocalFleet(resolved, simulated_llm=llm_url, simulated_tools=tools_url,
+                           embedded=embedded)
+        if start_workers:
+            log_dir = resolved.data_dir / "logs"
+            for profile in profiles(resolved).values():
+                worker = WorkerProcess(resolved.environment(), ",".join(profile.queues),
+                                       pool=profile.pool, concurrency=profile.concurrency,
+                                       log_dir=log_dir, name=profile.name)
+                stack.callback(worker.stop)
+                worker.start()
+                fleet.workers.append(worker)
+                say(f"worker {profile.name}: pool {profile.pool} x{profile.concurrency}, "
+                    f"log {worker.log_path}")
+        yield fleet

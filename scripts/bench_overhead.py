@@ -1,0 +1,163 @@
+"""Orchestrator overhead: a 5-step no-I/O workflow through the full stack vs a bare
+Celery chain of 5 no-op tasks, same broker, same worker count and pool, one run.
+
+    python scripts/bench_overhead.py --invocations 1000 --rounds 2
+
+Prints both throughputs and their ratio (target: full stack >= 0.8 of bare Celery), and
+writes a PNG chart beside the JSON results in --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+import redis
+from celery import Celery, chain
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import orchestrator
+from config import Settings, build_celery_config, load_settings
+from orchestrator import runtime
+from orchestrator.local import local_fleet
+from orchestrator.processes import WorkerProcess
+
+SCRIPTS = Path(__file__).resolve().parent
+# Completion is timed where it happens (finished_at in PostgreSQL, a timestamp written by
+# the bare chain's last task), so polling only has to notice it: slowly, to stay cheap.
+POLL = 0.25
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console)
+
+
+def run_full(n: int, progress: Progress) -> float:
+    """Invocations per second of pipeline-5, submit to last completion."""
+    store = runtime.current().store
+    task = progress.add_task("full stack", total=n)
+    started = time.time()
+    ids = [orchestrator.submit("pipeline-5", {"n": i}) for i in range(n)]
+    done = 0
+    while done < n:
+        done = store.finished_count(ids)
+        progress.update(task, completed=done)
+        if done < n:
+            time.sleep(POLL)
+    elapsed = store.last_finished_at(ids) - started
+    failed = [i for i, s in store.status_of(ids).items() if s.value != "succeeded"]
+    if failed:
+        raise SystemExit(f"{len(failed)} full-stack invocations failed")
+    return n / elapsed
+
+
+def run_bare(n: int, settings: Settings, counter: str, progress: Progress) -> float:
+    """Chains per second of 5 no-op tasks through bare Celery."""
+    app = Celery("bare-producer", set_as_current=False)
+    app.conf.update(build_celery_config(settings))
+    client = redis.Redis.from_url(settings.redis_url or "")
+    client.delete(counter)
+    task = progress.add_task("bare Celery", total=n)
+    started = time.time()
+    for i in range(n):
+        sigs = [app.signature("bare.noop", args=(i,), queue="bare")]
+        sigs += [app.signature("bare.noop", queue="bare") for _ in range(3)]
+        sigs.append(app.signature("bare.last", queue="bare"))
+        chain(*sigs).apply_async()
+    done = 0
+    while done < n:
+        done = int(client.get(counter) or 0)
+        progress.update(task, completed=done)
+        if done < n:
+            time.sleep(POLL)
+    elapsed = float(client.get(counter + ":last") or 0) - started
+    app.close()
+    return n / elapsed
+
+
+def chart(full: list[float], bare: list[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar(["bare Celery chain", "orchestrator pipeline-5"],
+           [statistics.median(bare), statistics.median(full)], color=["#888", "#2a7"])
+    ax.set_ylabel("workflows per second (median of rounds)")
+    ax.set_title(f"5-step overhead: ratio {statistics.median(full) / statistics.median(bare):.2f}")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--invocations", type=int, default=1000, help="per round and side")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per side")
+    parser.add_argument("--concurrency", type=int, default=2, help="prefork processes")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"), help="results dir")
+    args = parser.parse_args()
+    if args.invocations <= 0 or args.rounds <= 0 or args.concurrency <= 0:
+        parser.error("--invocations, --rounds and --concurrency must be positive")
+
+    console = Console()
+    settings = load_settings()
+    args.out.mkdir(parents=True, exist_ok=True)
+    counter = f"bench:bare:{uuid.uuid4().hex[:8]}"
+    with local_fleet(settings, say=lambda m: console.print(f"[green]✓[/] {m}"),
+                     start_workers=False) as fleet:
+        env = fleet.settings.environment()
+        log_dir = fleet.settings.data_dir / "logs"
+        full_worker = WorkerProcess(env, "agents", pool="prefork",
+                                    concurrency=args.concurrency, log_dir=log_dir,
+                                    name="bench-full", loglevel="WARNING")
+        bare_env = env | {"PYTHONPATH": str(SCRIPTS), "BENCH_COUNTER": counter}
+        bare_worker = WorkerProcess(bare_env, "bare", pool="prefork",
+                                    concurrency=args.concurrency, log_dir=log_dir,
+                                    name="bench-bare", loglevel="WARNING")
+        bare_worker.argv[bare_worker.argv.index("workers.app")] = "bench_bare_app"
+        full_rates: list[float] = []
+        bare_rates: list[float] = []
+        try:
+            # Both workers stay up for the whole run, so both sides share the same cores.
+            full_worker.start()
+            bare_worker.start()
+            with _progress(console) as progress:
+                run_full(min(50, args.invocations), progress)  # warm-up: imports, pools
+                run_bare(min(50, args.invocations), fleet.settings, counter, progress)
+                for _ in range(args.rounds):
+                    bare_rates.append(run_bare(args.invocations, fleet.settings, counter,
+                                               progress))
+                    full_rates.append(run_full(args.invocations, progress))
+        finally:
+            full_worker.stop()
+            bare_worker.stop()
+    full, bare = statistics.median(full_rates), statistics.median(bare_rates)
+    table = Table(title=f"5-step workflow overhead ({args.invocations} x {args.rounds} rounds, "
+                        f"prefork x{args.concurrency})")
+    for column in ("side", "rounds (workflows/s)", "median workflows/s"):
+        table.add_column(column)
+    table.add_row("bare Celery chain", ", ".join(f"{r:.1f}" for r in bare_rates), f"{bare:.1f}")
+    table.add_row("orchestrator", ", ".join(f"{r:.1f}" for r in full_rates), f"{full:.1f}")
+    console.print(table)
+    ratio = full / bare
+    verdict = "reached" if ratio >= 0.8 else "NOT reached"
+    console.print(f"ratio full/bare = {ratio:.3f} (target >= 0.80: {verdict})")
+    results = {"full_rates": full_rates, "bare_rates": bare_rates, "ratio": ratio,
+               "invocations": args.invocations, "concurrency": args.concurrency}
+    (args.out / "bench_overhead.json").write_text(json.dumps(results, indent=2))
+    chart(full_rates, bare_rates, args.out / "bench_overhead.png")
+    console.print(f"results: {args.out / 'bench_overhead.json'}, chart: "
+                  f"{args.out / 'bench_overhead.png'}")
+
+
+if __name__ == "__main__":
+    main()
