@@ -36,7 +36,10 @@ def build_celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout,
-            # queue_order_strategy "priority" off: plain FIFO lists keep depth = LLEN.
+            # Messages of a worker that died whole come back once the visibility timeout
+            # has passed, at the next sweep: sweep every tenth of it (at most every 10 s).
+            "unacked_restore_interval": max(1, min(10, settings.visibility_timeout // 10)),
+            "unacked_restore_throttle": 1,
         },
         "result_backend": None,
         "task_ignore_result": True,

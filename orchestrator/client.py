@@ -51,11 +51,11 @@ def submit(
         idempotency_key=idempotency_key,
     )
     inflight = rt.inflight
-    if existing is not None:
-        dispatched, records, running = inflight.snapshot(invocation_id)
-        if existing is not InvocationStatus.QUEUED or dispatched or records or running:
-            return invocation_id
-        # Created by a submit that died before publishing: publish it now.
+    if not inflight.claim_dispatch(invocation_id):
+        return invocation_id  # a submit with this key published it, or is publishing it
+    if existing is not None and existing is not InvocationStatus.QUEUED:
+        inflight.mark_dispatched(invocation_id)
+        return invocation_id
     context = {
         "invocation_id": invocation_id,
         "workflow": definition.name,
@@ -65,8 +65,9 @@ def submit(
     try:
         dispatch(rt.producer, definition, context)
     except Exception:
+        # Nothing was enqueued: leave nothing behind, so a retry with this key works.
+        inflight.forget(invocation_id)
         if existing is None:
-            # Nothing was enqueued: leave no row behind, so a retry with this key works.
             rt.store.delete(invocation_id)
         raise
     inflight.mark_dispatched(invocation_id)

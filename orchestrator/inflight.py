@@ -54,9 +54,7 @@ class InFlight:
         self._begin = client.register_script((_HERE / "inflight_begin.lua").read_text())
         self._finish = client.register_script((_HERE / "inflight_finish.lua").read_text())
         self._release = client.register_script((_HERE / "inflight_release.lua").read_text())
-        self._dispatched = client.register_script(
-            (_HERE / "inflight_dispatched.lua").read_text()
-        )
+        self._dispatch = client.register_script((_HERE / "inflight_dispatch.lua").read_text())
 
     @staticmethod
     def key(invocation_id: str) -> str:
@@ -94,13 +92,22 @@ class InFlight:
         seconds, micros = self.client.time()
         return int(seconds) * 1000 + int(micros) // 1000
 
+    def claim_dispatch(self, invocation_id: str, *, stale_after: float = 30.0) -> bool:
+        """True when the caller should publish the chain: nobody did, or a publisher
+        began more than ``stale_after`` seconds ago and never finished (it died)."""
+        return bool(self._dispatch(keys=[self.key(invocation_id)],
+                                   args=["claim", self.ttl, int(stale_after * 1000)]))
+
     def mark_dispatched(self, invocation_id: str) -> None:
-        self._dispatched(keys=[self.key(invocation_id)], args=[self.ttl])
+        self._dispatch(keys=[self.key(invocation_id)], args=["done", self.ttl, 0])
+
+    def forget(self, invocation_id: str) -> None:
+        self.client.delete(self.key(invocation_id))
 
     def snapshot(self, invocation_id: str) -> tuple[bool, dict[int, dict[str, Any]], set[int]]:
         """(dispatched, done records by index, indexes claimed by a running delivery)."""
         raw = self.client.hgetall(self.key(invocation_id))
-        dispatched = b"dispatched" in raw
+        dispatched = raw.get(b"dispatch") == b"done"
         records: dict[int, dict[str, Any]] = {}
         running: set[int] = set()
         for field, value in raw.items():

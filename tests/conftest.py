@@ -104,14 +104,19 @@ def simulators() -> Iterator[tuple[str, str]]:
 
 @pytest.fixture
 def settings(
-    redis_url: str, database_url: str, simulators: tuple[str, str], tmp_path: Path
+    redis_url: str, database_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Settings]:
-    """Settings for one test, also pinned as this process's runtime."""
+    """Settings for one test, also pinned as this process's runtime. Tests that also ask
+    for ``simulators`` get their URLs; others get unreachable ones, so an unexpected
+    provider call fails loudly."""
+    llm, tools = "http://127.0.0.1:9/v1", "http://127.0.0.1:9"
+    if "simulators" in request.fixturenames:
+        llm, tools = request.getfixturevalue("simulators")
     configured = Settings(
         redis_url=redis_url,
         database_url=database_url,
-        llm_base_url=simulators[0],
-        tools_url=simulators[1],
+        llm_base_url=llm,
+        tools_url=tools,
         data_dir=tmp_path / "data",
         workflow_modules=["orchestrator.agents", "tests.workflows"],
         visibility_timeout=20,
