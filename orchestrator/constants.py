@@ -15,3 +15,18 @@ INFLIGHT = PREFIX + "inflight:{invocation_id}"
 # How long an in-flight hash outlives its last write: longer than any redelivery can
 # come late (the visibility timeout), so a late duplicate still finds "done".
 INFLIGHT_MIN_TTL_SECONDS = 24 * 3600
+
+# The LLM limiter of one provider pool (base URL + model), shared by the fleet:
+# waiters in arrival order, and per API key (by fingerprint, never the key) its leases,
+# request log, token log and cooldown. Entries expire two windows after their last use.
+LLM_POOL = PREFIX + "llm:{pool}"
+LLM_WAITERS = LLM_POOL + ":waiters"
+LLM_ALIVE = LLM_POOL + ":alive"
+LLM_TICKET = LLM_POOL + ":ticket"
+LLM_REVOKED = LLM_POOL + ":revoked"
+LLM_WAKE = LLM_POOL + ":wake:"
+LLM_KEY = LLM_POOL + ":key:{key}"
+LLM_KEY_PARTS = ("leases", "requests", "tokens", "tokensum", "cooldown")
+
+# The limiter's wait-time samples (seconds), newest first, for `status` and benchmarks.
+LLM_WAITS = LLM_POOL + ":waits"

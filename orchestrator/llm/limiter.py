@@ -1,0 +1,184 @@
+"""The fleet-wide LLM limiter: holds calls until the provider has capacity for them.
+
+Per provider pool (base URL + model) and per API key it keeps, in Redis, a concurrency
+semaphore of leases, a request log (RPM over a rolling 60 s) and a token log (TPM over
+the same window); Redis ``TIME`` is the one clock. Callers wait in arrival order: only
+the head of the line may be admitted, and it goes to the key with the most headroom.
+
+Waiting never spins: a waiter blocks on its own wake-up list, woken by the release that
+freed a slot or by the admission just ahead of it, or at the moment the window frees
+capacity; it wakes at least every ``HEARTBEAT`` seconds to prove it is alive. A worker
+that dies holding a lease frees it when the lease expires; one that dies waiting is
+dropped from the line within ``WAITER_TTL``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from orchestrator.constants import (
+    LLM_ALIVE,
+    LLM_KEY,
+    LLM_KEY_PARTS,
+    LLM_REVOKED,
+    LLM_TICKET,
+    LLM_WAITERS,
+    LLM_WAITS,
+    LLM_WAKE,
+)
+from orchestrator.errors import StepFailed, TransientStepError
+from orchestrator.llm.keys import ApiKey, Provider
+
+_HERE = Path(__file__).parent
+HEARTBEAT = 1.0
+WAITER_TTL = 5.0
+WAIT_SAMPLES = 5000
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Admission to call ``key`` once; ``waited`` seconds were spent in line."""
+
+    id: str
+    key: ApiKey
+    tokens: int
+    waited: float
+
+
+class Limiter:
+    """Admission to one provider's keys, shared by every process through Redis."""
+
+    def __init__(self, client: redis.Redis, provider: Provider, *, lease_seconds: float) -> None:
+        self.client = client
+        self.provider = provider
+        self.lease_ms = int(lease_seconds * 1000)
+        pool = provider.pool
+        self._waiters = LLM_WAITERS.format(pool=pool)
+        self._alive = LLM_ALIVE.format(pool=pool)
+        self._ticket = LLM_TICKET.format(pool=pool)
+        self._revoked = LLM_REVOKED.format(pool=pool)
+        self._wake = LLM_WAKE.format(pool=pool)
+        self._waits = LLM_WAITS.format(pool=pool)
+        self._key_names = {
+            k.id: [f"{LLM_KEY.format(pool=pool, key=k.id)}:{part}" for part in LLM_KEY_PARTS]
+            for k in provider.keys
+        }
+        self._acquire = client.register_script((_HERE / "limiter_acquire.lua").read_text())
+        self._release = client.register_script((_HERE / "limiter_release.lua").read_text())
+
+    def _keys(self) -> list[str]:
+        names = [self._waiters, self._alive, self._ticket, self._revoked]
+        for key in self.provider.keys:
+            names += self._key_names[key.id]
+        return names
+
+    def _args(self, waiter: str, lease: str, tokens: int) -> list[object]:
+        args: list[object] = [waiter, lease, tokens, self.lease_ms, int(WAITER_TTL * 1000),
+                              len(self.provider.keys)]
+        for key in self.provider.keys:
+            args += [key.id, key.rpm, key.tpm, key.concurrency]
+        args.append(self._wake)
+        return args
+
+    def acquire(self, tokens: int, *, max_wait: float) -> Lease:
+        """Wait in line until some key can take a call of ``tokens``; returns its lease.
+
+        Raises ``TransientStepError`` after ``max_wait`` seconds in line (the step is then
+        retried, its place given up), ``StepFailed`` when no key is usable (all revoked)
+        or the call is larger than any key's TPM.
+        """
+        waiter = uuid.uuid4().hex
+        lease = uuid.uuid4().hex
+        started = time.monotonic()
+        deadline = started + max_wait
+        wake = self._wake + waiter
+        keys = self._keys()
+        args = self._args(waiter, lease, tokens)
+        try:
+            while True:
+                reply = self._acquire(keys=keys, args=args)
+                state = reply[0].decode()
+                if state == "granted":
+                    waited = time.monotonic() - started
+                    self._record_wait(waited)
+                    return Lease(lease, self.provider.keys[int(reply[1]) - 1], tokens, waited)
+                if state == "nokeys":
+                    raise StepFailed(
+                        f"LLM provider {self.provider.name}: every API key is revoked")
+                if state == "toolarge":
+                    raise StepFailed(
+                        f"LLM call of {tokens} tokens exceeds every key's TPM ({reply[1].decode()})"
+                    )
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TransientStepError(
+                        f"LLM limiter: no capacity within {max_wait:.0f}s", retry_after=1.0)
+                hint = int(reply[1]) / 1000.0
+                pause = min(HEARTBEAT, remaining, hint if hint > 0 else HEARTBEAT)
+                self.client.blpop([wake], timeout=max(pause, 0.01))
+        except BaseException:
+            self._leave(waiter)
+            raise
+        finally:
+            self.client.delete(wake)
+
+    def _leave(self, waiter: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrem(self._waiters, waiter)
+        pipe.hdel(self._alive, waiter)
+        pipe.execute()
+        self._wake_head()
+
+    def _wake_head(self) -> None:
+        head = self.client.zrange(self._waiters, 0, 0)
+        if head:
+            self.client.lpush(self._wake + head[0].decode(), "1")
+            self.client.pexpire(self._wake + head[0].decode(), 10_000)
+
+    def release(self, lease: Lease, actual_tokens: int | None) -> None:
+        """End ``lease``; settle its tokens to ``actual_tokens`` (None: keep the estimate)."""
+        leases, _reqs, toks, toksum, _cool = self._key_names[lease.key.id]
+        self._release(
+            keys=[leases, toks, toksum, self._waiters, self._wake],
+            args=[lease.id, -1 if actual_tokens is None else actual_tokens],
+        )
+
+    def cool_down(self, key: ApiKey, seconds: float) -> None:
+        """Keep ``key`` out of admission for ``seconds`` (after a 429 from the provider)."""
+        cool = self._key_names[key.id][4]
+        until_ms = int(self.client.time()[0]) * 1000 + int(seconds * 1000)
+        current = int(self.client.get(cool) or 0)
+        if until_ms > current:
+            self.client.set(cool, until_ms, px=max(1, int(seconds * 1000)))
+        self._wake_head()
+
+    def revoke(self, key: ApiKey) -> None:
+        """Take ``key`` out of rotation for the whole fleet (after a 401/403)."""
+        self.client.sadd(self._revoked, key.id)
+        self._wake_head()
+
+    def revoked(self) -> set[str]:
+        return {m.decode() for m in self.client.smembers(self._revoked)}
+
+    def _record_wait(self, waited: float) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lpush(self._waits, f"{waited:.4f}")
+        pipe.ltrim(self._waits, 0, WAIT_SAMPLES - 1)
+        pipe.execute()
+
+    def wait_samples(self) -> list[float]:
+        """Recent seconds-in-line of admitted calls, newest first."""
+        return [float(v) for v in self.client.lrange(self._waits, 0, -1)]
+
+    def in_flight(self) -> dict[str, int]:
+        """Leases held per key id right now (expired ones not counted)."""
+        now_ms = int(self.client.time()[0]) * 1000
+        return {
+            key.id: int(self.client.zcount(self._key_names[key.id][0], now_ms, "+inf"))
+            for key in self.provider.keys
+        }

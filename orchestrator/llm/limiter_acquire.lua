@@ -1,0 +1,117 @@
+-- Fleet-wide LLM admission for one provider pool, in arrival order.
+-- KEYS: 1 waiters (zset ticket->waiter), 2 alive (hash waiter->deadline ms),
+--       3 ticket counter, 4 revoked (set of key ids), then 5 per API key:
+--       leases (zset lease->expiry ms), requests (zset lease->start ms),
+--       tokens (hash lease->tokens), token sum (string), cooldown (string: until ms).
+-- ARGV: 1 waiter id, 2 lease id, 3 tokens wanted, 4 lease ms, 5 waiter ttl ms,
+--       6 number of API keys, then per key: id, rpm, tpm, concurrency; last: the wake
+--       list prefix (a waiter blocks on prefix .. waiter id).
+-- Returns {"granted", key index (1-based), now_ms} | {"wait", ms until capacity could
+-- exist (0: unknown, a release will wake us)} | {"nokeys"} | {"toolarge", largest tpm}.
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local waiter, lease, wanted = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local lease_ms, waiter_ttl, nkeys = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local WINDOW = 60000
+
+if not redis.call("ZSCORE", KEYS[1], waiter) then
+  redis.call("ZADD", KEYS[1], redis.call("INCR", KEYS[3]), waiter)
+end
+redis.call("HSET", KEYS[2], waiter, now + waiter_ttl)
+
+-- Waiters whose process died stop refreshing their deadline: drop them from the head.
+local head
+while true do
+  local first = redis.call("ZRANGE", KEYS[1], 0, 0)
+  head = first[1]
+  if not head then break end
+  local deadline = tonumber(redis.call("HGET", KEYS[2], head) or "0")
+  if deadline >= now then break end
+  redis.call("ZREM", KEYS[1], head)
+  redis.call("HDEL", KEYS[2], head)
+end
+if head ~= waiter then
+  return {"wait", "0"}
+end
+
+local best, best_room = nil, -1
+local soonest = nil
+local usable, largest_tpm = 0, 0
+for i = 1, nkeys do
+  local base = 4 + (i - 1) * 5
+  local leases, reqs, toks, toksum, cool =
+    KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4], KEYS[base + 5]
+  local a = 6 + (i - 1) * 4
+  local id, rpm, tpm, conc = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
+    tonumber(ARGV[a + 4])
+  if redis.call("SISMEMBER", KEYS[4], id) == 0 then
+    usable = usable + 1
+    if tpm > largest_tpm then largest_tpm = tpm end
+    local wait = nil
+    local cooled = tonumber(redis.call("GET", cool) or "0")
+    if cooled > now then
+      wait = cooled - now
+    else
+      redis.call("ZREMRANGEBYSCORE", leases, "-inf", now)
+      -- Requests older than the window leave it, and so do their tokens.
+      local old = redis.call("ZRANGEBYSCORE", reqs, "-inf", now - WINDOW)
+      for _, member in ipairs(old) do
+        local n = tonumber(redis.call("HGET", toks, member) or "0")
+        if n > 0 then redis.call("DECRBY", toksum, n) end
+        redis.call("HDEL", toks, member)
+      end
+      if #old > 0 then redis.call("ZREMRANGEBYSCORE", reqs, "-inf", now - WINDOW) end
+      local active = redis.call("ZCARD", leases)
+      local recent = redis.call("ZCARD", reqs)
+      local used = tonumber(redis.call("GET", toksum) or "0")
+      if active < conc and recent < rpm and used + wanted <= tpm then
+        local room = math.min((conc - active) / conc, (rpm - recent) / rpm,
+                              (tpm - used - wanted) / tpm)
+        if room > best_room then best, best_room = i, room end
+      else
+        if recent >= rpm then
+          local oldest = redis.call("ZRANGE", reqs, 0, 0, "WITHSCORES")
+          wait = tonumber(oldest[2]) + WINDOW - now
+        end
+        if used + wanted > tpm then
+          -- When will enough tokens have left the window?
+          local need, freed = used + wanted - tpm, 0
+          local entries = redis.call("ZRANGE", reqs, 0, -1, "WITHSCORES")
+          for j = 1, #entries, 2 do
+            freed = freed + tonumber(redis.call("HGET", toks, entries[j]) or "0")
+            if freed >= need then
+              local w = tonumber(entries[j + 1]) + WINDOW - now
+              if not wait or w > wait then wait = w end
+              break
+            end
+          end
+        end
+        -- A full semaphore needs no timer: the release that frees a slot wakes us.
+      end
+    end
+    if wait and (not soonest or wait < soonest) then soonest = wait end
+  end
+end
+
+if usable == 0 then return {"nokeys"} end
+if wanted > largest_tpm then return {"toolarge", tostring(largest_tpm)} end
+if not best then
+  return {"wait", tostring(soonest or 0)}
+end
+
+local base = 4 + (best - 1) * 5
+redis.call("ZADD", KEYS[base + 1], now + lease_ms, lease)
+redis.call("ZADD", KEYS[base + 2], now, lease)
+redis.call("HSET", KEYS[base + 3], lease, wanted)
+redis.call("INCRBY", KEYS[base + 4], wanted)
+for k = 1, 5 do redis.call("PEXPIRE", KEYS[base + k], WINDOW * 2 + lease_ms) end
+redis.call("ZREM", KEYS[1], waiter)
+redis.call("HDEL", KEYS[2], waiter)
+-- The next in line may fit too (another key, or room left on this one): let it look.
+local next_waiter = redis.call("ZRANGE", KEYS[1], 0, 0)[1]
+if next_waiter then
+  local wake = ARGV[7 + nkeys * 4] .. next_waiter
+  redis.call("LPUSH", wake, "1")
+  redis.call("PEXPIRE", wake, 10000)
+end
+return {"granted", tostring(best), tostring(now)}

@@ -1,0 +1,20 @@
+-- End a lease and settle its tokens to what the provider reported; wake the next waiter.
+-- KEYS: 1 leases, 2 tokens (hash), 3 token sum, 4 waiters, 5 wake prefix (string prefix)
+-- ARGV: 1 lease id, 2 actual tokens (-1: keep the reservation)
+redis.call("ZREM", KEYS[1], ARGV[1])
+local actual = tonumber(ARGV[2])
+if actual >= 0 then
+  local reserved = redis.call("HGET", KEYS[2], ARGV[1])
+  -- Absent when the request already left the window: nothing left to settle.
+  if reserved then
+    redis.call("HSET", KEYS[2], ARGV[1], actual)
+    redis.call("INCRBY", KEYS[3], actual - tonumber(reserved))
+  end
+end
+local head = redis.call("ZRANGE", KEYS[4], 0, 0)
+if head[1] then
+  local wake = KEYS[5] .. head[1]
+  redis.call("LPUSH", wake, "1")
+  redis.call("PEXPIRE", wake, 10000)
+end
+return 1
