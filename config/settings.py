@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "ORCH_"
@@ -64,6 +65,17 @@ class Settings(BaseSettings):
     llm_concurrency: int = Field(default=20, description="calls in flight, per key")
     llm_timeout: float = Field(default=60.0, description="seconds for one provider call")
     llm_max_tokens: int = 256
+    llm_max_wait: float = Field(default=300.0, description="seconds a call may wait in line")
+    llm_retry_budget: int = Field(default=6, description="provider attempts per LLM step")
+
+    llm_fallback_base_url: str | None = Field(default=None, description="second provider")
+    llm_fallback_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    llm_fallback_model: str | None = None
+
+    max_queue_depth: int = Field(default=10_000, description="backpressure threshold")
+    max_queue_depths: Annotated[dict[str, int], NoDecode] = Field(
+        default_factory=dict, description="per-queue thresholds: llm=2000,tools=5000"
+    )
 
     tools_url: str | None = Field(default=None, description="base URL of the HTTP tools")
     tool_connect_timeout: float = 2.0
@@ -86,7 +98,23 @@ class Settings(BaseSettings):
     llm_worker_concurrency: int = 32
     tools_worker_concurrency: int = 16
 
-    @field_validator("state_redis_urls", "llm_api_keys", "workflow_modules", mode="before")
+    @field_validator("max_queue_depths", mode="before")
+    @classmethod
+    def _depths(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        depths: dict[str, int] = {}
+        for part in _split_csv(value):
+            queue, sep, number = part.partition("=")
+            if not sep or not number.strip().isdigit() or int(number) <= 0:
+                raise ValueError(f"expected queue=positive number pairs, got {part!r}")
+            depths[queue.strip()] = int(number)
+        return depths
+
+    @field_validator(
+        "state_redis_urls", "llm_api_keys", "llm_fallback_api_keys", "workflow_modules",
+        mode="before",
+    )
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -111,7 +139,7 @@ class Settings(BaseSettings):
             checked = "postgresql+psycopg://" + checked[len("postgresql://") :]
         return checked
 
-    @field_validator("llm_base_url", "tools_url")
+    @field_validator("llm_base_url", "tools_url", "llm_fallback_base_url")
     @classmethod
     def _http(cls, value: str | None) -> str | None:
         checked = _check_url(value, ("http", "https"))
@@ -128,6 +156,8 @@ class Settings(BaseSettings):
         "agents_concurrency",
         "llm_worker_concurrency",
         "tools_worker_concurrency",
+        "llm_retry_budget",
+        "max_queue_depth",
     )
     @classmethod
     def _positive(cls, value: int) -> int:
@@ -135,7 +165,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a positive whole number, got {value}")
         return value
 
-    @field_validator("llm_timeout", "tool_connect_timeout", "tool_read_timeout")
+    @field_validator("llm_timeout", "tool_connect_timeout", "tool_read_timeout", "llm_max_wait")
     @classmethod
     def _positive_seconds(cls, value: float) -> float:
         if value <= 0:
@@ -155,6 +185,23 @@ class Settings(BaseSettings):
         if self.state_redis_urls:
             return list(self.state_redis_urls)
         return [self.redis_url] if self.redis_url else []
+
+    @model_validator(mode="after")
+    def _keys_present(self) -> Settings:
+        if self.llm_base_url and not self.llm_api_keys:
+            raise ValueError(
+                "ORCH_LLM_API_KEYS is empty but ORCH_LLM_BASE_URL is set: give at least one key"
+            )
+        if self.llm_fallback_base_url and not self.llm_fallback_api_keys:
+            raise ValueError("ORCH_LLM_FALLBACK_API_KEYS is empty but a fallback URL is set")
+        return self
+
+    def queue_depth_limit(self, queue: str) -> int:
+        """The backpressure threshold of ``queue``."""
+        return self.max_queue_depths.get(queue, self.max_queue_depth)
+
+    def fallback_keys(self) -> list[str]:
+        return [key.get_secret_value() for key in self.llm_fallback_api_keys]
 
     def api_keys(self) -> list[str]:
         """The LLM keys in clear text (simulator keys when none set); never log them."""
@@ -193,6 +240,19 @@ class Settings(BaseSettings):
             env["ORCH_LLM_BASE_URL"] = self.llm_base_url
         if self.llm_api_keys:
             env["ORCH_LLM_API_KEYS"] = ",".join(self.api_keys())
+        if self.llm_fallback_base_url:
+            env["ORCH_LLM_FALLBACK_BASE_URL"] = self.llm_fallback_base_url
+            env["ORCH_LLM_FALLBACK_API_KEYS"] = ",".join(self.fallback_keys())
+        if self.llm_fallback_model:
+            env["ORCH_LLM_FALLBACK_MODEL"] = self.llm_fallback_model
+        env["ORCH_LLM_MODEL"] = self.llm_model
+        for name in ("llm_rpm", "llm_tpm", "llm_concurrency", "llm_timeout", "llm_max_wait",
+                     "visibility_timeout", "step_lease_seconds", "step_max_retries",
+                     "max_queue_depth"):
+            env[ENV_PREFIX + name.upper()] = str(getattr(self, name))
+        if self.max_queue_depths:
+            env["ORCH_MAX_QUEUE_DEPTHS"] = ",".join(
+                f"{q}={n}" for q, n in self.max_queue_depths.items())
         if self.tools_url:
             env["ORCH_TOOLS_URL"] = self.tools_url
         env["ORCH_DATA_DIR"] = str(self.data_dir)
@@ -209,8 +269,12 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         error = exc.errors()[0]
-        field = str(error["loc"][0]) if error["loc"] else "?"
-        raise InvalidSettings(ENV_PREFIX + field.upper(), error["msg"]) from None
+        if error["loc"]:
+            variable = ENV_PREFIX + str(error["loc"][0]).upper()
+        else:  # a check across fields names its variable in the message
+            named = re.search(r"ORCH_[A-Z_]+", error["msg"])
+            variable = named.group(0) if named else ENV_PREFIX + "*"
+        raise InvalidSettings(variable, error["msg"]) from None
 
 
 def environ_snapshot() -> dict[str, str]:

@@ -9,8 +9,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from pydantic import SecretStr
+
 from config import Settings
-from config.settings import SIMULATED_LLM_URL, SIMULATED_TOOLS_URL
+from config.settings import SIMULATED_LLM_KEYS, SIMULATED_LLM_URL, SIMULATED_TOOLS_URL
 from orchestrator import runtime
 from orchestrator.processes import WorkerProcess
 from orchestrator.store.migrate import upgrade
@@ -89,6 +91,7 @@ def local_fleet(
         updates: dict[str, object] = {}
         if llm_url:
             updates["llm_base_url"] = llm_url
+            updates["llm_api_keys"] = [SecretStr(k) for k in SIMULATED_LLM_KEYS]
         if tools_url:
             updates["tools_url"] = tools_url
         resolved = resolved.model_copy(update=updates)

@@ -51,12 +51,12 @@ def _execute(step: Step, ctx: StepContext, *, last_attempt: bool) -> StepOutcome
     if isinstance(step, PythonStep):
         return StepOutcome(step.fn(ctx))
     if isinstance(step, LLMStep):
-        from orchestrator.llm.gateway import complete
-
-        result = complete(step.messages(ctx), max_tokens=step.max_tokens,
-                          temperature=step.temperature)
+        done = runtime.current().llm.complete(step.messages(ctx), max_tokens=step.max_tokens,
+                                              temperature=step.temperature)
+        result = done.result
         return StepOutcome(
-            {"content": result.content, "model": result.model,
+            {"content": result.content, "model": result.model, "provider": done.provider,
+             "limiter_wait_s": round(done.waited, 4), "attempts": done.attempts,
              "usage": {"prompt_tokens": result.prompt_tokens,
                        "completion_tokens": result.completion_tokens}},
             prompt_tokens=result.prompt_tokens,

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from orchestrator.inflight import InFlight
+    from orchestrator.llm.gateway import Gateway
     from orchestrator.store.invocations import InvocationStore
 
 
@@ -93,6 +94,13 @@ class Runtime:
         return httpx.Client(limits=limits, timeout=httpx.Timeout(30.0), follow_redirects=False)
 
     @cached_property
+    def llm(self) -> Gateway:
+        """The LLM gateway of this process (its limiters are shared fleet-wide)."""
+        from orchestrator.llm.gateway import Gateway
+
+        return Gateway(self.settings, self.redis, self.http)
+
+    @cached_property
     def inflight(self) -> InFlight:
         from orchestrator.inflight import InFlight
 
@@ -127,7 +135,7 @@ class Runtime:
             cached.pop(name, None)
 
 
-_RESOURCES = ("engine", "store", "redis", "producer", "http", "inflight")
+_RESOURCES = ("engine", "store", "redis", "producer", "http", "inflight", "llm")
 _current: Runtime | None = None
 _current_lock = threading.Lock()
 

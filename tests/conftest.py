@@ -18,9 +18,11 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 import redis
+from pydantic import SecretStr
 
 import orchestrator
 from config import Settings
+from config.settings import SIMULATED_LLM_KEYS
 from orchestrator import runtime
 from orchestrator.store.migrate import upgrade
 from tests.procs import Fleet
@@ -116,6 +118,7 @@ def settings(
         redis_url=redis_url,
         database_url=database_url,
         llm_base_url=llm,
+        llm_api_keys=[SecretStr(k) for k in SIMULATED_LLM_KEYS],
         tools_url=tools,
         data_dir=tmp_path / "data",
         workflow_modules=["orchestrator.agents", "tests.workflows"],

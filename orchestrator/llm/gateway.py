@@ -1,82 +1,156 @@
-"""The one way LLM steps reach a provider: pick a key, call, classify the outcome."""
+"""The one way LLM steps reach a provider: wait for capacity, call, learn from the answer.
+
+Each call waits in the fleet-wide limiter for a key with headroom, then calls it.
+- 2xx: the lease is settled to the tokens the provider reports; ``x-ratelimit-remaining-*``
+  at zero cools that key down until its reset, so the limiter's view follows the provider's.
+- 429 (provider limits drifted): that key cools down for the retry-after and the call goes
+  back in line for another key; it never fails the step while the retry budget lasts.
+- 401/403: the key leaves the rotation fleet-wide (logged by fingerprint, never by value).
+- 5xx or timeout: the fallback provider, when configured, through its own limiter.
+"""
 
 from __future__ import annotations
 
-import itertools
 import logging
-import threading
+import re
+from dataclasses import dataclass
 
-from orchestrator import runtime
+import httpx
+import redis
+
+from config import Settings
 from orchestrator.errors import StepFailed, TransientStepError
-from orchestrator.llm.client import ChatRequest, ChatResult, chat
+from orchestrator.llm.client import ChatRequest, ChatResult, ProviderFailure, chat
+from orchestrator.llm.keys import ApiKey, Provider
+from orchestrator.llm.limiter import Lease, Limiter
+from orchestrator.llm.tokens import estimate_prompt
 
 log = logging.getLogger(__name__)
 
 
-class KeyPool:
-    """The provider keys of this process, rotated; a refused key leaves the rotation."""
-
-    def __init__(self, keys: list[str]) -> None:
-        self._keys = list(keys)
-        self._revoked: set[int] = set()
-        self._cycle = itertools.cycle(range(len(keys)))
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._keys) - len(self._revoked)
-
-    def next(self) -> tuple[int, str]:
-        with self._lock:
-            for _ in range(len(self._keys)):
-                index = next(self._cycle)
-                if index not in self._revoked:
-                    return index, self._keys[index]
-        raise StepFailed("every LLM API key was refused by the provider (401/403)")
-
-    def revoke(self, index: int) -> None:
-        with self._lock:
-            self._revoked.add(index)
+class ProviderUnavailable(TransientStepError):
+    """The provider answered 5xx or did not answer in time."""
 
 
-_pools: dict[tuple[str, ...], KeyPool] = {}
-_pools_lock = threading.Lock()
+@dataclass(frozen=True)
+class Completion:
+    result: ChatResult
+    provider: str
+    key_id: str
+    waited: float
+    attempts: int
 
 
-def _pool(keys: list[str]) -> KeyPool:
-    with _pools_lock:
-        return _pools.setdefault(tuple(keys), KeyPool(keys))
+def providers(settings: Settings) -> list[Provider]:
+    """The primary provider and, when configured, the fallback one."""
+    def keys(secrets: list[str]) -> tuple[ApiKey, ...]:
+        return tuple(ApiKey(s, settings.llm_rpm, settings.llm_tpm, settings.llm_concurrency)
+                     for s in secrets)
+
+    found = [Provider("primary", settings.llm_endpoint, settings.llm_model,
+                      keys(settings.api_keys()))]
+    if settings.llm_fallback_base_url:
+        found.append(Provider("fallback", settings.llm_fallback_base_url,
+                              settings.llm_fallback_model or settings.llm_model,
+                              keys(settings.fallback_keys())))
+    return found
 
 
-def complete(
-    messages: list[dict[str, str]], *, max_tokens: int, temperature: float = 0.0
-) -> ChatResult:
-    """One chat completion from the configured provider.
+_RESET = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?"
+                    r"(?:(\d+(?:\.\d+)?)ms)?$")
 
-    Raises ``TransientStepError`` (with the provider's retry-after when given) for 429,
-    5xx and timeouts, once every usable key was tried; ``StepFailed`` for other 4xx.
-    """
-    rt = runtime.current()
-    settings = rt.settings
-    pool = _pool(settings.api_keys())
-    request = ChatRequest(settings.llm_model, messages, max_tokens, temperature)
-    last_retry_after: float | None = None
-    for _ in range(max(len(pool), 1)):
-        index, key = pool.next()
-        outcome = chat(rt.http, base_url=settings.llm_endpoint, api_key=key, request=request,
-                       timeout=settings.llm_timeout)
-        if isinstance(outcome, ChatResult):
-            return outcome
+
+def parse_reset(value: str | None) -> float | None:
+    """OpenAI's reset durations ("1s", "6m0s", "250ms", "0.5s") in seconds."""
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    match = _RESET.match(text)
+    if not match or not any(match.groups()):
+        return None
+    hours, minutes, seconds, millis = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds + millis / 1000
+
+
+class Gateway:
+    """LLM calls for one process, over the fleet-wide limiters of each provider."""
+
+    def __init__(self, settings: Settings, client: redis.Redis, http: httpx.Client) -> None:
+        self.settings = settings
+        self.http = http
+        lease = settings.llm_timeout + 5.0
+        self.providers = providers(settings)
+        self.limiters = {p.name: Limiter(client, p, lease_seconds=lease) for p in self.providers}
+
+    def complete(self, messages: list[dict[str, str]], *, max_tokens: int,
+                 temperature: float = 0.0) -> Completion:
+        """One chat completion, from the primary provider or, when it is down, the fallback.
+
+        Raises ``TransientStepError`` when no provider could answer now (the step is
+        retried later), ``StepFailed`` for a request the provider refuses or no usable key.
+        """
+        failure: ProviderUnavailable | None = None
+        for provider in self.providers:
+            try:
+                return self._complete_with(provider, messages, max_tokens, temperature)
+            except ProviderUnavailable as exc:
+                failure = exc
+                if provider is not self.providers[-1]:
+                    log.warning("LLM provider %s unavailable (%s); using %s", provider.name,
+                                exc, self.providers[-1].name)
+        assert failure is not None
+        raise failure
+
+    def _complete_with(self, provider: Provider, messages: list[dict[str, str]],
+                       max_tokens: int, temperature: float) -> Completion:
+        limiter = self.limiters[provider.name]
+        request = ChatRequest(provider.model, messages, max_tokens, temperature)
+        tokens = estimate_prompt(messages) + max_tokens
+        retry_after: float | None = None
+        for attempt in range(1, self.settings.llm_retry_budget + 1):
+            lease = limiter.acquire(tokens, max_wait=self.settings.llm_max_wait)
+            outcome = chat(self.http, base_url=provider.base_url, api_key=lease.key.secret,
+                           request=request, timeout=self.settings.llm_timeout)
+            if isinstance(outcome, ChatResult):
+                limiter.release(lease, outcome.prompt_tokens + outcome.completion_tokens)
+                self._follow_headers(limiter, lease, outcome.headers)
+                return Completion(outcome, provider.name, lease.key.id, lease.waited, attempt)
+            limiter.release(lease, None)
+            retry_after = self._handle_failure(provider, limiter, lease, outcome)
+        raise TransientStepError(
+            f"LLM provider {provider.name}: rate limited on {self.settings.llm_retry_budget} "
+            "attempts", retry_after,
+        )
+
+    def _handle_failure(self, provider: Provider, limiter: Limiter, lease: Lease,
+                        outcome: ProviderFailure) -> float | None:
+        key = lease.key
         if outcome.unauthorized:
-            log.error("LLM key #%d refused by the provider (%s); removed from rotation",
-                      index, outcome.status)
-            pool.revoke(index)
-            continue
+            log.error("LLM key %s refused by %s (HTTP %s): removed from rotation",
+                      key.id, provider.name, outcome.status)
+            limiter.revoke(key)
+            return None
         if outcome.rate_limited:
-            last_retry_after = outcome.retry_after
-            continue
+            pause = outcome.retry_after if outcome.retry_after is not None else 1.0
+            log.warning("LLM key %s got 429 from %s: cooling down %.2fs", key.id,
+                        provider.name, pause)
+            limiter.cool_down(key, pause)
+            return pause
         if outcome.transient:
-            raise TransientStepError(f"LLM provider: {outcome.reason}", outcome.retry_after)
-        raise StepFailed(f"LLM provider refused the request: {outcome.reason}")
-    if len(pool) == 0:
-        raise StepFailed("every LLM API key was refused by the provider (401/403)")
-    raise TransientStepError("LLM provider: rate limited on every key", last_retry_after)
+            raise ProviderUnavailable(f"LLM provider {provider.name}: {outcome.reason}",
+                                      outcome.retry_after)
+        raise StepFailed(f"LLM provider {provider.name} refused the request: {outcome.reason}")
+
+    @staticmethod
+    def _follow_headers(limiter: Limiter, lease: Lease, headers: dict[str, str]) -> None:
+        for kind in ("requests", "tokens"):
+            remaining = headers.get(f"x-ratelimit-remaining-{kind}")
+            if remaining is None or not remaining.strip().isdigit() or int(remaining) > 0:
+                continue
+            reset = parse_reset(headers.get(f"x-ratelimit-reset-{kind}"))
+            if reset:
+                limiter.cool_down(lease.key, reset)
