@@ -26,7 +26,8 @@ def submit(
 
     With an ``idempotency_key`` used before, returns that invocation's id and starts
     nothing. Raises ``UnknownWorkflow``, ``InvalidPayload`` or ``PayloadTooLarge``
-    before anything is written or enqueued.
+    before anything is written or enqueued, and ``Backpressure`` (with ``retry_after``)
+    when a queue the workflow needs is over its threshold; nothing is written then either.
     """
     rt = runtime.current()
     rt.load_workflows()
@@ -43,6 +44,7 @@ def submit(
     _model, payload_json = validate(
         definition.payload, payload, max_bytes=rt.settings.max_payload_bytes
     )
+    rt.admission.check({step.kind.queue for step in definition.steps})
     invocation_id, existing = rt.store.create(
         invocation_id=str(uuid.uuid4()),
         workflow=definition.name,

@@ -30,3 +30,8 @@ LLM_KEY_PARTS = ("leases", "requests", "tokens", "tokensum", "cooldown")
 
 # The limiter's wait-time samples (seconds), newest first, for `status` and benchmarks.
 LLM_WAITS = LLM_POOL + ":waits"
+
+# Steps finished per queue and second: the drain rate that backpressure's retry-after is
+# computed from. Two minutes of buckets are kept; ten seconds are read.
+DRAINED = PREFIX + "drained:{queue}:"
+DRAINED_TTL_SECONDS = 120

@@ -19,7 +19,12 @@ from typing import Any
 
 import redis
 
-from orchestrator.constants import INFLIGHT, INFLIGHT_MIN_TTL_SECONDS
+from orchestrator.constants import (
+    DRAINED,
+    DRAINED_TTL_SECONDS,
+    INFLIGHT,
+    INFLIGHT_MIN_TTL_SECONDS,
+)
 
 _HERE = Path(__file__).parent
 
@@ -75,12 +80,13 @@ class InFlight:
                          remaining=int(reply[2]) / 1000.0)
         return Begin(BeginState.CLAIMED, previous=reply[1].decode(), now_ms=int(reply[2]))
 
-    def finish(self, invocation_id: str, index: int, owner: str,
-               record: dict[str, Any]) -> dict[str, Any]:
+    def finish(self, invocation_id: str, index: int, owner: str, record: dict[str, Any],
+               *, queue: str) -> dict[str, Any]:
         """Record the step's result; returns the record that stands (the first one)."""
         reply = self._finish(
             keys=[self.key(invocation_id)],
-            args=[index, owner, json.dumps(record, separators=(",", ":")), self.ttl],
+            args=[index, owner, json.dumps(record, separators=(",", ":")), self.ttl,
+                  DRAINED.format(queue=queue), DRAINED_TTL_SECONDS],
         )
         return dict(json.loads(reply[1]))
 

@@ -158,7 +158,8 @@ def _finish(context: Context, workflow: Workflow, index: int, record: dict[str, 
             error=record["error"],
             steps=steps,
         )
-    return inflight.finish(invocation_id, index, owner, record)
+    return inflight.finish(invocation_id, index, owner, record,
+                           queue=workflow.step_at(index).kind.queue)
 
 
 def _run_claimed(context: Context, workflow: Workflow, index: int, *, retries: int,

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from celery import Celery
     from sqlalchemy import Engine
 
+    from orchestrator.admission import Admission
     from orchestrator.inflight import InFlight
     from orchestrator.llm.gateway import Gateway
     from orchestrator.store.invocations import InvocationStore
@@ -94,6 +95,12 @@ class Runtime:
         return httpx.Client(limits=limits, timeout=httpx.Timeout(30.0), follow_redirects=False)
 
     @cached_property
+    def admission(self) -> Admission:
+        from orchestrator.admission import Admission
+
+        return Admission(self.redis, self.settings)
+
+    @cached_property
     def llm(self) -> Gateway:
         """The LLM gateway of this process (its limiters are shared fleet-wide)."""
         from orchestrator.llm.gateway import Gateway
@@ -135,7 +142,7 @@ class Runtime:
             cached.pop(name, None)
 
 
-_RESOURCES = ("engine", "store", "redis", "producer", "http", "inflight", "llm")
+_RESOURCES = ("engine", "store", "redis", "producer", "http", "inflight", "llm", "admission")
 _current: Runtime | None = None
 _current_lock = threading.Lock()
 
