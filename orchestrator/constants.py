@@ -35,3 +35,15 @@ LLM_WAITS = LLM_POOL + ":waits"
 # computed from. Two minutes of buckets are kept; ten seconds are read.
 DRAINED = PREFIX + "drained:{queue}:"
 DRAINED_TTL_SECONDS = 120
+
+# A circuit breaker's fleet-wide state (hash: state, opened_at, forced), its outcome
+# window (list, newest first, trimmed to the window size) and its half-open probe lease
+# (string with expiry: exactly one probe in the fleet). No expiry on state: it must
+# survive quiet periods.
+BREAKER = PREFIX + "breaker:{name}"
+BREAKER_WINDOW = BREAKER + ":window"
+BREAKER_PROBE = BREAKER + ":probe"
+BREAKER_NAMES = PREFIX + "breakers"
+# The fleet's breaker transitions, newest first, for `orchestrator breakers`.
+BREAKER_EVENTS = PREFIX + "breaker-events"
+BREAKER_EVENTS_KEPT = 500

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from orchestrator.admission import Admission
+    from orchestrator.breaker import Breakers
     from orchestrator.inflight import InFlight
     from orchestrator.llm.gateway import Gateway
     from orchestrator.store.invocations import InvocationStore
@@ -95,6 +96,12 @@ class Runtime:
         return httpx.Client(limits=limits, timeout=httpx.Timeout(30.0), follow_redirects=False)
 
     @cached_property
+    def breakers(self) -> Breakers:
+        from orchestrator.breaker import Breakers
+
+        return Breakers(self.redis, owner_id)
+
+    @cached_property
     def admission(self) -> Admission:
         from orchestrator.admission import Admission
 
@@ -105,7 +112,7 @@ class Runtime:
         """The LLM gateway of this process (its limiters are shared fleet-wide)."""
         from orchestrator.llm.gateway import Gateway
 
-        return Gateway(self.settings, self.redis, self.http)
+        return Gateway(self.settings, self.redis, self.http, self.breakers)
 
     @cached_property
     def inflight(self) -> InFlight:
@@ -142,7 +149,8 @@ class Runtime:
             cached.pop(name, None)
 
 
-_RESOURCES = ("engine", "store", "redis", "producer", "http", "inflight", "llm", "admission")
+_RESOURCES = ("engine", "store", "redis", "producer", "http", "inflight", "llm", "admission",
+              "breakers")
 _current: Runtime | None = None
 _current_lock = threading.Lock()
 

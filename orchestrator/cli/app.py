@@ -32,7 +32,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 simulate_app = typer.Typer(help="Built-in simulators (LLM provider, tools).", no_args_is_help=True)
+breakers_app = typer.Typer(help="Circuit breakers: list, force open, force close.",
+                           invoke_without_command=True)
 app.add_typer(db_app, name="db")
+app.add_typer(breakers_app, name="breakers")
 app.add_typer(simulate_app, name="simulate")
 
 
@@ -123,6 +126,34 @@ def flower(
     from orchestrator.cli.worker import run_flower
 
     run_flower(port=port, address=address)
+
+
+@breakers_app.callback()
+def breakers(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Each breaker's state, error rate over its window and time to the next probe."""
+    if ctx.invoked_subcommand is None:
+        from orchestrator.cli.breakers import show
+
+        show(as_json=as_json)
+
+
+@breakers_app.command("open")
+def breakers_open(name: Annotated[str, typer.Argument(help="tool or llm-<provider>")]) -> None:
+    """Force a breaker open (fallbacks answer) until it is closed again."""
+    from orchestrator.cli.breakers import force
+
+    force(name, "open")
+
+
+@breakers_app.command("close")
+def breakers_close(name: Annotated[str, typer.Argument(help="tool or llm-<provider>")]) -> None:
+    """Force a breaker closed (calls go through; the window starts empty)."""
+    from orchestrator.cli.breakers import force
+
+    force(name, "closed")
 
 
 @db_app.command("upgrade")

@@ -6,7 +6,10 @@ Each call waits in the fleet-wide limiter for a key with headroom, then calls it
 - 429 (provider limits drifted): that key cools down for the retry-after and the call goes
   back in line for another key; it never fails the step while the retry budget lasts.
 - 401/403: the key leaves the rotation fleet-wide (logged by fingerprint, never by value).
-- 5xx or timeout: the fallback provider, when configured, through its own limiter.
+- 5xx or timeout: counted by the provider's fleet-wide circuit breaker; the fallback
+  provider, when configured, answers instead (through its own limiter), and while the
+  breaker is open the primary is not called at all. Without a fallback the step is
+  retried after the breaker's next probe, then fails with that reason.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import re
 from dataclasses import dataclass
 
 import httpx
+import pybreaker
 import redis
 
 from config import Settings
+from orchestrator.breaker import BreakerPolicy, Breakers
 from orchestrator.errors import StepFailed, TransientStepError
 from orchestrator.llm.client import ChatRequest, ChatResult, ProviderFailure, chat
 from orchestrator.llm.keys import ApiKey, Provider
@@ -79,9 +84,14 @@ def parse_reset(value: str | None) -> float | None:
 class Gateway:
     """LLM calls for one process, over the fleet-wide limiters of each provider."""
 
-    def __init__(self, settings: Settings, client: redis.Redis, http: httpx.Client) -> None:
+    def __init__(self, settings: Settings, client: redis.Redis, http: httpx.Client,
+                 breakers: Breakers) -> None:
         self.settings = settings
         self.http = http
+        self.breakers = breakers
+        self.breaker_policy = BreakerPolicy(
+            window=20, min_calls=5, threshold=0.5, reset_timeout=15.0,
+            probe_timeout=settings.llm_timeout + 5.0)
         lease = settings.llm_timeout + 5.0
         self.providers = providers(settings)
         self.limiters = {p.name: Limiter(client, p, lease_seconds=lease) for p in self.providers}
@@ -93,15 +103,24 @@ class Gateway:
         Raises ``TransientStepError`` when no provider could answer now (the step is
         retried later), ``StepFailed`` for a request the provider refuses or no usable key.
         """
-        failure: ProviderUnavailable | None = None
+        failure: TransientStepError | None = None
         for provider in self.providers:
+            breaker = self.breakers.get(f"llm-{provider.name}", self.breaker_policy)
             try:
-                return self._complete_with(provider, messages, max_tokens, temperature)
+                return breaker.call(
+                    lambda p=provider: self._complete_with(p, messages, max_tokens, temperature),  # type: ignore[misc]
+                    is_failure=lambda exc: isinstance(exc, ProviderUnavailable),
+                )
             except ProviderUnavailable as exc:
                 failure = exc
-                if provider is not self.providers[-1]:
-                    log.warning("LLM provider %s unavailable (%s); using %s", provider.name,
-                                exc, self.providers[-1].name)
+            except pybreaker.CircuitBreakerError:
+                status = breaker.status()
+                failure = ProviderUnavailable(
+                    f"LLM provider {provider.name}: circuit breaker open",
+                    retry_after=status.next_probe_in or self.breaker_policy.reset_timeout)
+            if provider is not self.providers[-1]:
+                log.warning("LLM provider %s unavailable (%s); using %s", provider.name,
+                            failure, self.providers[-1].name)
         assert failure is not None
         raise failure
 

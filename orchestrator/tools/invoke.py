@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pybreaker
 
 from orchestrator import runtime
 from orchestrator.errors import StepFailed, TransientStepError
@@ -44,17 +45,33 @@ def _call_http(tool: Tool, payload: dict[str, Any]) -> Any:
         raise TransientStepError(f"tool {tool.name!r} answered with non-JSON") from None
 
 
-def invoke(name: str, payload: dict[str, Any], *, last_attempt: bool) -> ToolOutcome:
-    """Call tool ``name``; on the last attempt a transient failure yields the fallback.
+def _call(tool: Tool, payload: dict[str, Any]) -> Any:
+    if tool.fn is not None:
+        try:
+            return tool.fn(payload)
+        except (StepFailed, TransientStepError):
+            raise
+        except Exception as exc:
+            raise TransientStepError(f"tool {tool.name!r}: {type(exc).__name__}: {exc}") from exc
+    return _call_http(tool, payload)
 
-    Raises ``UnknownTool``, ``StepFailed`` (the tool refused the input) or, before the
-    last attempt, ``TransientStepError`` so the step is retried.
+
+def invoke(name: str, payload: dict[str, Any], *, last_attempt: bool) -> ToolOutcome:
+    """Call tool ``name`` through its fleet-wide breaker.
+
+    The fallback answers at once while the breaker is open, and after a transient
+    failure on the last attempt. Raises ``UnknownTool``, ``StepFailed`` (the tool
+    refused the input) or, before the last attempt, ``TransientStepError`` (retried).
     """
     tool = tools.get(name)
+    breaker = runtime.current().breakers.get(tool.name, tool.breaker)
     try:
-        if tool.fn is not None:
-            return ToolOutcome(tool.fn(payload))
-        return ToolOutcome(_call_http(tool, payload))
+        return ToolOutcome(breaker.call(
+            lambda: _call(tool, payload),
+            is_failure=lambda exc: isinstance(exc, TransientStepError),
+        ))
+    except pybreaker.CircuitBreakerError:
+        return ToolOutcome(tool.fallback(payload), fallback=True)
     except TransientStepError as exc:
         if not last_attempt:
             raise

@@ -4,9 +4,10 @@ fallback. A tool without a fallback is refused at declaration."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.breaker import BreakerPolicy
 from orchestrator.errors import ToolDefinitionError, UnknownTool
 from orchestrator.workflow import NAME_PATTERN
 
@@ -38,6 +39,7 @@ class Tool:
     fallback: Callable[[dict[str, JSON]], JSON]
     fn: Callable[[dict[str, JSON]], JSON] | None = None
     http_path: str | None = None
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
 
     @property
     def is_http(self) -> bool:
@@ -62,11 +64,15 @@ class ToolRegistry:
         http: bool | str = False,
         timeout: Timeout | float | None = None,
         fallback: Any = _NO_FALLBACK,
+        breaker: BreakerPolicy | None = None,
     ) -> Tool:
         """Register a tool; raises ``ToolDefinitionError`` without a timeout or fallback.
 
         ``http=True`` calls ``POST {ORCH_TOOLS_URL}/tools/{name}``; a string is the path.
-        ``fallback`` is a JSON value, or a function of the tool's input returning one.
+        ``fallback`` is a JSON value, or a function of the tool's input returning one:
+        it answers when the tool's breaker is open or its last attempt failed.
+        ``breaker`` sets when the tool's fleet-wide breaker opens (default: half of the
+        last 20 calls failed, at least 10 seen) and how long before a probe.
         """
         if not NAME_PATTERN.match(name):
             raise ToolDefinitionError(f"tool name {name!r} must be 1-64 of a-z 0-9 _ . -")
@@ -83,8 +89,10 @@ class ToolRegistry:
             raise ToolDefinitionError(f"tool {name!r}: give exactly one of fn= and http=")
         bounds = timeout if isinstance(timeout, Timeout) else Timeout(read=float(timeout))
         path = (http if isinstance(http, str) else f"/tools/{name}") if http else None
+        policy = breaker or BreakerPolicy(
+            probe_timeout=bounds.connect + bounds.read + 1.0)
         tool = Tool(name=name, timeout=bounds, fallback=_fallback_fn(fallback), fn=fn,
-                    http_path=path)
+                    http_path=path, breaker=policy)
         self._tools[name] = tool
         return tool
 
