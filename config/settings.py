@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     state_redis_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="memory-layer shards; default: redis_url"
     )
+    state_write_back_prefixes: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["customer:"],
+        description="state key prefixes kept in the write-back memory layer",
+    )
+    state_dirty_limit: int = Field(default=100_000, description="unflushed records per shard")
     data_dir: Path = Field(default=Path(".orchestrator"), description="embedded services' data")
 
     llm_base_url: str | None = Field(default=None, description="OpenAI-compatible .../v1")
@@ -113,7 +118,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "state_redis_urls", "llm_api_keys", "llm_fallback_api_keys", "workflow_modules",
-        mode="before",
+        "state_write_back_prefixes", mode="before",
     )
     @classmethod
     def _csv(cls, value: Any) -> Any:
@@ -158,6 +163,7 @@ class Settings(BaseSettings):
         "tools_worker_concurrency",
         "llm_retry_budget",
         "max_queue_depth",
+        "state_dirty_limit",
     )
     @classmethod
     def _positive(cls, value: int) -> int:
@@ -257,6 +263,8 @@ class Settings(BaseSettings):
             env["ORCH_TOOLS_URL"] = self.tools_url
         env["ORCH_DATA_DIR"] = str(self.data_dir)
         env["ORCH_WORKFLOW_MODULES"] = ",".join(self.workflow_modules)
+        env["ORCH_STATE_WRITE_BACK_PREFIXES"] = ",".join(self.state_write_back_prefixes)
+        env["ORCH_STATE_DIRTY_LIMIT"] = str(self.state_dirty_limit)
         return env
 
 

@@ -47,3 +47,15 @@ BREAKER_NAMES = PREFIX + "breakers"
 # The fleet's breaker transitions, newest first, for `orchestrator breakers`.
 BREAKER_EVENTS = PREFIX + "breaker-events"
 BREAKER_EVENTS_KEPT = 500
+
+# Write-back state on a shard: the record (hash: v = JSON value, ver = version), and the
+# shard's dirty index (zset: key -> ms when it first became dirty), which the flusher
+# drains into PostgreSQL. Clean records expire after STATE_CLEAN_TTL (reloaded on miss);
+# dirty ones never do.
+STATE_RECORD = PREFIX + "state:{key}"
+STATE_DIRTY = PREFIX + "state-dirty"
+STATE_CLEAN_TTL_SECONDS = 3600
+# One active flusher per shard: a lease renewed while it runs.
+STATE_FLUSHER_LEASE = PREFIX + "state-flusher"
+# Flush lag samples (ms from first dirty to persisted), newest first, for benchmarks.
+STATE_FLUSH_LAGS = PREFIX + "state-flush-lags"

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from config import Settings
 from config.settings import SIMULATED_LLM_KEYS, SIMULATED_LLM_URL, SIMULATED_TOOLS_URL
 from orchestrator import runtime
-from orchestrator.processes import WorkerProcess
+from orchestrator.processes import FlusherProcess, WorkerProcess
 from orchestrator.store.migrate import upgrade
 from workers.profiles import profiles
 
@@ -30,6 +30,7 @@ class LocalFleet:
     simulated_llm: str | None = None
     simulated_tools: str | None = None
     embedded: list[str] = field(default_factory=list)
+    flusher: FlusherProcess | None = None
 
 
 def _port_free(url: str) -> bool:
@@ -101,6 +102,11 @@ def local_fleet(
                            embedded=embedded)
         if start_workers:
             log_dir = resolved.data_dir / "logs"
+            flusher = FlusherProcess(resolved.environment(), log_dir=log_dir)
+            stack.callback(flusher.stop)
+            flusher.start()
+            fleet.flusher = flusher
+            say(f"state flusher, log {flusher.log_path}")
             for profile in profiles(resolved).values():
                 worker = WorkerProcess(resolved.environment(), ",".join(profile.queues),
                                        pool=profile.pool, concurrency=profile.concurrency,

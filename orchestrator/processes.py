@@ -21,6 +21,54 @@ from orchestrator.errors import ServiceError
 REPO = Path(__file__).resolve().parent.parent
 
 
+class FlusherProcess:
+    """``orchestrator flusher`` in its own process group, logging to a file."""
+
+    def __init__(self, env: Mapping[str, str], *, log_dir: Path, name: str = "flusher",
+                 args: list[str] | None = None) -> None:
+        self.name = name
+        self.args = args or []
+        self.log_path = log_dir / f"{name}.log"
+        self.env = {**os.environ, **env}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, ready_timeout: float = 30.0) -> FlusherProcess:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "orchestrator.cli.app", "flusher", *self.args], cwd=REPO,
+                env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServiceError(f"flusher exited early:\n{self.log_path.read_text()[-2000:]}")
+            if b"started" in self.log_path.read_bytes():
+                return self
+            time.sleep(0.1)
+        raise ServiceError("flusher did not start")
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=timeout)
+        self.kill()
+
+
 class WorkerProcess:
     """``celery -A workers.app worker`` with the given arguments, logging to a file."""
 

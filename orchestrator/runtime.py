@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from orchestrator.breaker import Breakers
     from orchestrator.inflight import InFlight
     from orchestrator.llm.gateway import Gateway
+    from orchestrator.state.router import StateRouter
+    from orchestrator.state.writeback import Shard
     from orchestrator.store.invocations import InvocationStore
 
 
@@ -96,6 +98,31 @@ class Runtime:
         return httpx.Client(limits=limits, timeout=httpx.Timeout(30.0), follow_redirects=False)
 
     @cached_property
+    def state_shards(self) -> list[Shard]:
+        """The memory-layer shards: ``ORCH_STATE_REDIS_URLS``, else the broker's Redis."""
+        import redis as redis_lib
+
+        from orchestrator.state.writeback import Shard
+
+        urls = self.settings.shard_urls or [self.redis_url]
+        return [Shard(url, redis_lib.Redis.from_url(url, socket_timeout=10,
+                                                     socket_connect_timeout=5))
+                for url in urls]
+
+    @cached_property
+    def state(self) -> StateRouter:
+        from orchestrator.state.durable import DurableState
+        from orchestrator.state.router import StateRouter
+        from orchestrator.state.writeback import WriteBackState
+
+        durable = DurableState(self.engine)
+        writeback = None
+        if self.settings.state_write_back_prefixes:
+            writeback = WriteBackState(self.state_shards, durable,
+                                       dirty_limit=self.settings.state_dirty_limit)
+        return StateRouter(durable, writeback, self.settings.state_write_back_prefixes)
+
+    @cached_property
     def breakers(self) -> Breakers:
         from orchestrator.breaker import Breakers
 
@@ -145,12 +172,14 @@ class Runtime:
             cached["producer"].close()
         if "http" in cached:
             cached["http"].close()
+        for shard in cached.get("state_shards", []):
+            shard.client.close()
         for name in _RESOURCES:
             cached.pop(name, None)
 
 
 _RESOURCES = ("engine", "store", "redis", "producer", "http", "inflight", "llm", "admission",
-              "breakers")
+              "breakers", "state", "state_shards")
 _current: Runtime | None = None
 _current_lock = threading.Lock()
 

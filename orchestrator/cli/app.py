@@ -82,6 +82,17 @@ def worker(
 
 
 @app.command()
+def flusher(
+    batch: Annotated[int, typer.Option(min=1, max=10_000, help="records per round")] = 500,
+    interval: Annotated[float, typer.Option(min=0.001, help="seconds between idle rounds")] = 0.05,
+) -> None:
+    """Persist the memory layer's dirty records to PostgreSQL until stopped."""
+    from orchestrator.cli.flusher import run_flusher
+
+    run_flusher(batch=batch, interval=interval)
+
+
+@app.command()
 def submit(
     workflow: Annotated[str, typer.Argument(help="registered workflow name")],
     payload_json: Annotated[str, typer.Argument(help="payload as a JSON object")],

@@ -9,14 +9,30 @@ from typing import Any
 
 from orchestrator import runtime
 from orchestrator.errors import VersionConflict
-from orchestrator.state.durable import DurableState
 from orchestrator.state.record import Record, check_key, check_value
+from orchestrator.state.router import StateRouter
 
-MAX_ATTEMPTS = 64
+# Retries are bounded by time, not count: on a hot key a writer may lose many races in a
+# row, and every loss means someone else's write went in.
+UPDATE_DEADLINE_SECONDS = 60.0
+MAX_BACKOFF_SECONDS = 0.1
 
 
-def _backend() -> DurableState:
-    return DurableState(runtime.current().engine)
+def _backend() -> StateRouter:
+    return runtime.current().state
+
+
+class _Conflicts:
+    """Lost compare-and-set races in this process, for metrics and benchmarks."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def increment(self, _key: str) -> None:
+        self.total += 1
+
+
+conflicts = _Conflicts()
 
 
 def get(key: str) -> Record | None:
@@ -31,25 +47,32 @@ def put(key: str, value: dict[str, Any], *, expected_version: int) -> Record:
     for an empty key or a value that is not a JSON object.
     """
     check_key(key)
-    check_value(value)
-    return _backend().put(key, value, expected_version=expected_version)
+    text = check_value(value)
+    return _backend().put(key, value, expected_version=expected_version, value_json=text)
 
 
 def update(key: str, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Record:
     """Read, apply ``fn(value) -> value``, compare-and-set; on conflict re-read and re-apply.
 
     ``fn`` gets ``{}`` for a new key and may run more than once, so it must be pure.
-    Raises ``VersionConflict`` after ``MAX_ATTEMPTS`` lost races (jittered backoff between).
+    Lost races are retried with jittered exponential backoff; raises ``VersionConflict``
+    if the write has not gone in after ``UPDATE_DEADLINE_SECONDS``.
     """
     check_key(key)
     backend = _backend()
-    for attempt in range(MAX_ATTEMPTS):
+    deadline = time.monotonic() + UPDATE_DEADLINE_SECONDS
+    attempt = 0
+    while time.monotonic() < deadline:
+        attempt += 1
         current = backend.get(key)
         version = 0 if current is None else current.version
         value = fn(dict(current.value) if current else {})
-        check_value(value)
+        text = check_value(value)
         try:
-            return backend.put(key, value, expected_version=version)
+            return backend.put(key, value, expected_version=version, value_json=text)
         except VersionConflict:
-            time.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
-    raise VersionConflict(f"state {key!r}: gave up after {MAX_ATTEMPTS} conflicting attempts")
+            conflicts.increment(key)
+            time.sleep(random.uniform(0, min(MAX_BACKOFF_SECONDS, 0.001 * 2 ** min(attempt, 10))))
+    raise VersionConflict(
+        f"state {key!r}: gave up after {attempt} conflicting attempts in "
+        f"{UPDATE_DEADLINE_SECONDS:.0f}s")

@@ -1,0 +1,36 @@
+"""``orchestrator flusher``: persist every shard's dirty state records until stopped."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType
+
+from orchestrator import runtime
+from orchestrator.state.flusher import Flusher
+
+
+def run_flusher(*, batch: int, interval: float) -> None:
+    """One flushing thread per shard; SIGTERM or Ctrl-C stops them after their round."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    rt = runtime.current()
+    stop = threading.Event()
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    threads = []
+    for shard in rt.state_shards:
+        flusher = Flusher(shard, rt.engine, owner=runtime.owner_id() + f":{shard.name}",
+                          batch=batch, interval=interval)
+        thread = threading.Thread(target=flusher.run, args=(stop,), name=f"flush-{shard.name}")
+        thread.start()
+        threads.append(thread)
+        logging.info("flusher for shard %s started", shard.name)
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.5)
+    logging.info("flusher stopped")

@@ -1,0 +1,28 @@
+"""Functions run in separate processes by the state tests (importable by spawn)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from config import Settings
+
+
+def hammer(settings_json: str, key: str, count: int, tag: str) -> int:
+    """``count`` updates of ``key`` from this process: +1 and append a unique id.
+    Returns this process's lost compare-and-set races."""
+    import orchestrator
+    from orchestrator import state
+    from orchestrator.state.api import conflicts
+
+    orchestrator.configure(Settings.model_validate_json(settings_json))
+
+    def add(i: int) -> Any:
+        def fn(value: dict[str, Any]) -> dict[str, Any]:
+            return {"count": int(value.get("count", 0)) + 1,
+                    "ids": [*value.get("ids", []), f"{tag}-{os.getpid()}-{i}"]}
+        return fn
+
+    for i in range(count):
+        state.update(key, add(i))
+    return conflicts.total
