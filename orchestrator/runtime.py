@@ -19,6 +19,8 @@ from config import InvalidSettings, Settings, build_celery_config, load_settings
 from orchestrator.errors import ConfigError
 
 if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
     import httpx
     import redis
     from celery import Celery
@@ -129,6 +131,13 @@ class Runtime:
         return Breakers(self.redis, owner_id)
 
     @cached_property
+    def tool_threads(self) -> ThreadPoolExecutor:
+        """Threads that run callable tools under their timeouts."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        return ThreadPoolExecutor(max_workers=64, thread_name_prefix="tool")
+
+    @cached_property
     def admission(self) -> Admission:
         from orchestrator.admission import Admission
 
@@ -172,6 +181,8 @@ class Runtime:
             cached["producer"].close()
         if "http" in cached:
             cached["http"].close()
+        if "tool_threads" in cached:
+            cached["tool_threads"].shutdown(wait=False, cancel_futures=True)
         for shard in cached.get("state_shards", []):
             shard.client.close()
         for name in _RESOURCES:
@@ -179,7 +190,7 @@ class Runtime:
 
 
 _RESOURCES = ("engine", "store", "redis", "producer", "http", "inflight", "llm", "admission",
-              "breakers", "state", "state_shards")
+              "breakers", "state", "state_shards", "tool_threads")
 _current: Runtime | None = None
 _current_lock = threading.Lock()
 

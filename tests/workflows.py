@@ -9,6 +9,8 @@ import redis
 from pydantic import BaseModel, Field
 
 from orchestrator import runtime
+from orchestrator.breaker import BreakerPolicy
+from orchestrator.tools.registry import Timeout, declare_tool
 from orchestrator.workflow import StepContext, Workflow
 
 
@@ -44,3 +46,36 @@ def _explode(ctx: StepContext) -> dict[str, Any]:
 
 failing = Workflow("test-fail", payload=FailPayload)
 failing.python("explode", _explode)
+
+
+# A callable tool whose behaviour a test switches through Redis: "ok", "hang", "error".
+TOOL_MODE_KEY = "test:tool-mode"
+
+
+def _flaky_tool(payload: dict[str, Any]) -> dict[str, Any]:
+    client = redis.Redis.from_url(runtime.current().redis_url)
+    mode = (client.get(TOOL_MODE_KEY) or b"ok").decode()
+    client.hincrby("test:tool-calls", mode, 1)
+    if mode == "hang":
+        time.sleep(5)
+    if mode == "error":
+        raise RuntimeError("tool backend exploded")
+    return {"answer": payload["q"] * 2}
+
+
+declare_tool(
+    "test_flaky",
+    fn=_flaky_tool,
+    timeout=Timeout(connect=0.1, read=0.3),
+    fallback=lambda payload: {"answer": None, "degraded": True},
+    breaker=BreakerPolicy(window=10, min_calls=4, threshold=0.5, reset_timeout=2.0,
+                          probe_timeout=2.0),
+)
+
+
+class ToolPayload(BaseModel):
+    q: int
+
+
+tooling = Workflow("test-tool", payload=ToolPayload)
+tooling.tool("ask", tool="test_flaky", input=lambda ctx: {"q": ctx.payload.q})  # type: ignore[attr-defined]

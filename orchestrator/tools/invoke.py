@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -45,14 +46,25 @@ def _call_http(tool: Tool, payload: dict[str, Any]) -> Any:
         raise TransientStepError(f"tool {tool.name!r} answered with non-JSON") from None
 
 
+def _call_fn(tool: Tool, payload: dict[str, Any]) -> Any:
+    """Run a callable tool under its read timeout. A Python call cannot be cancelled, so
+    one that overruns keeps its thread until it returns, but the step stops waiting."""
+    assert tool.fn is not None
+    future = runtime.current().tool_threads.submit(tool.fn, payload)
+    try:
+        return future.result(timeout=tool.timeout.read)
+    except concurrent.futures.TimeoutError:
+        raise TransientStepError(
+            f"tool {tool.name!r} timed out after {tool.timeout.read:.1f}s") from None
+    except (StepFailed, TransientStepError):
+        raise
+    except Exception as exc:
+        raise TransientStepError(f"tool {tool.name!r}: {type(exc).__name__}: {exc}") from exc
+
+
 def _call(tool: Tool, payload: dict[str, Any]) -> Any:
     if tool.fn is not None:
-        try:
-            return tool.fn(payload)
-        except (StepFailed, TransientStepError):
-            raise
-        except Exception as exc:
-            raise TransientStepError(f"tool {tool.name!r}: {type(exc).__name__}: {exc}") from exc
+        return _call_fn(tool, payload)
     return _call_http(tool, payload)
 
 
