@@ -71,13 +71,17 @@ def _simulators(settings: Settings, say: Progress) -> Iterator[tuple[str | None,
 
 @contextmanager
 def local_fleet(
-    settings: Settings, *, say: Progress = lambda _m: None, start_workers: bool = True
+    settings: Settings, *, say: Progress = lambda _m: None, start_workers: bool = True,
+    simulators: bool = True,
 ) -> Iterator[LocalFleet]:
     """Start everything ``settings`` does not point at elsewhere; stop it all on exit."""
-    from orchestrator.services.stack import service_stack
-
     with ExitStack() as stack:
-        resolved = stack.enter_context(service_stack(settings))
+        if settings.redis_url and settings.database_url:
+            resolved = settings
+        else:
+            from orchestrator.services.stack import service_stack
+
+            resolved = stack.enter_context(service_stack(settings))
         embedded = []
         if settings.redis_url is None:
             embedded.append(f"Redis (embedded) at {resolved.redis_url}")
@@ -88,7 +92,8 @@ def local_fleet(
         assert resolved.database_url
         upgrade(resolved.database_url)
         say("database schema up to date")
-        llm_url, tools_url = stack.enter_context(_simulators(resolved, say))
+        llm_url, tools_url = (stack.enter_context(_simulators(resolved, say)) if simulators
+                              else (None, None))
         updates: dict[str, object] = {}
         if llm_url:
             updates["llm_base_url"] = llm_url

@@ -108,7 +108,7 @@ def main() -> None:
     if args.invocations <= 0 or args.rounds <= 0 or args.concurrency <= 0:
         parser.error("--invocations, --rounds and --concurrency must be positive")
 
-    console = Console()
+    console = Console(width=140)
     settings = load_settings()
     args.out.mkdir(parents=True, exist_ok=True)
     counter = f"bench:bare:{uuid.uuid4().hex[:8]}"

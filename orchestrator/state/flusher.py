@@ -65,6 +65,8 @@ class Flusher:
     def flush_once(self) -> RoundResult:
         """One round; raises ``SQLAlchemyError`` when PostgreSQL is unreachable."""
         client = self.shard.client
+        seconds, micros = client.time()
+        read_at_ms = int(seconds) * 1000 + int(micros) // 1000
         record_keys = [k.decode() for k in client.zrange(STATE_DIRTY, 0, self.batch - 1)]
         if not record_keys:
             return RoundResult(0, 0)
@@ -86,7 +88,7 @@ class Flusher:
                 conn.execute(_UPSERT, {"rows": json.dumps(rows)})
         cleaned = int(self.shard.clean(
             keys=[STATE_DIRTY, STATE_FLUSH_LAGS, *flushed_keys],
-            args=[STATE_CLEAN_TTL_SECONDS, LAG_SAMPLES, *versions],
+            args=[STATE_CLEAN_TTL_SECONDS, LAG_SAMPLES, read_at_ms, *versions],
         )) if flushed_keys else 0
         return RoundResult(len(record_keys), cleaned)
 

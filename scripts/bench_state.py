@@ -1,0 +1,233 @@
+"""Agent-state benchmark: durable (PostgreSQL + version column), write-back (Redis shards
++ flusher) and a naive read-modify-write with no version check, in one run.
+
+    python scripts/bench_state.py --processes 8 --seconds 10
+
+For each mode, 8 processes update one hot key, then 1000 keys, for a fixed time. Prints
+updates/s, p50/p99 acknowledgement latency, conflicts, flush lag p99 and lost updates
+(the naive mode is there to show the loss), and writes a chart beside the JSON results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import random
+import statistics
+import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import text
+
+import orchestrator
+from config import Settings, load_settings
+from orchestrator import runtime
+from orchestrator.cli.render import percentile
+from orchestrator.local import local_fleet
+from orchestrator.processes import FlusherProcess
+from orchestrator.state.durable import DurableState
+from orchestrator.state.flusher import lag_samples, wait_until_clean
+
+MODES = ("durable", "write-back", "naive")
+
+
+@dataclass(frozen=True)
+class Result:
+    mode: str
+    keys: int
+    updates: int
+    seconds: float
+    latencies: list[float]
+    conflicts: int
+    lost: int
+    flush_lag_p99: float | None
+
+    @property
+    def rate(self) -> float:
+        return self.updates / self.seconds
+
+
+def _worker(settings_json: str, mode: str, keys: list[str], seconds: float,
+            seed: int) -> tuple[dict[str, int], list[float], int]:
+    """Update random keys until time is up; returns (acknowledged per key, latencies,
+    conflicts)."""
+    orchestrator.configure(Settings.model_validate_json(settings_json))
+    from orchestrator import state
+    from orchestrator.state.api import conflicts
+
+    rng = random.Random(seed)
+    done: dict[str, int] = {}
+    latencies: list[float] = []
+    engine = runtime.current().engine if mode == "naive" else None
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        key = rng.choice(keys)
+        started = time.perf_counter()
+        if engine is not None:
+            # Read, add one, write back: no version, no lock. This is the bug.
+            with engine.begin() as conn:
+                row = conn.execute(text("SELECT value FROM agent_state WHERE key = :k"),
+                                   {"k": key}).scalar()
+                count = int((row or {}).get("count", 0)) + 1
+                conn.execute(
+                    text("INSERT INTO agent_state (key, value, version) "
+                         "VALUES (:k, CAST(:v AS jsonb), 1) ON CONFLICT (key) "
+                         "DO UPDATE SET value = EXCLUDED.value"),
+                    {"k": key, "v": json.dumps({"count": count})},
+                )
+        else:
+            state.update(key, lambda v: {"count": int(v.get("count", 0)) + 1})
+        latencies.append(time.perf_counter() - started)
+        done[key] = done.get(key, 0) + 1
+    return done, latencies, conflicts.total
+
+
+def _warm(settings: Settings, mode: str, keys: list[str]) -> None:
+    """Create every key once before timing, so the run measures steady-state writes (a
+    write-back key's first touch is a PostgreSQL read that fills the cache)."""
+    orchestrator.configure(settings)
+    from orchestrator import state
+
+    for key in keys:
+        if mode == "naive":
+            with runtime.current().engine.begin() as conn:
+                conn.execute(text("INSERT INTO agent_state (key, value, version) VALUES "
+                                  "(:k, CAST('{\"count\": 0}' AS jsonb), 1)"), {"k": key})
+        else:
+            state.put(key, {"count": 0}, expected_version=0)
+
+
+def _run(settings: Settings, mode: str, nkeys: int, processes: int, seconds: float,
+         progress: Progress, log_dir: Path) -> Result:
+    run = uuid.uuid4().hex[:6]
+    prefix = "customer" if mode == "write-back" else "bench"
+    keys = [f"{prefix}:{run}:{i}" for i in range(nkeys)]
+    flusher = None
+    if mode == "write-back":
+        flusher = FlusherProcess(settings.environment(), log_dir=log_dir,
+                                 name=f"flusher-{run}").start()
+        for shard in runtime.current().state_shards:
+            shard.client.delete("orch:state-flush-lags")
+    _warm(settings, mode, keys)
+    task = progress.add_task(f"{mode}, {nkeys} key(s)", total=seconds)
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes, mp_context=context) as pool:
+        futures = [pool.submit(_worker, settings.model_dump_json(), mode, keys, seconds, i)
+                   for i in range(processes)]
+        started = time.monotonic()
+        while not all(f.done() for f in futures):
+            progress.update(task, completed=min(seconds, time.monotonic() - started))
+            time.sleep(0.2)
+        results = [f.result() for f in futures]
+    progress.update(task, completed=seconds)
+    acked: dict[str, int] = {}
+    latencies: list[float] = []
+    for done, lat, _ in results:
+        latencies += lat
+        for key, n in done.items():
+            acked[key] = acked.get(key, 0) + n
+    conflicts = sum(c for _, _, c in results)
+    lag_p99 = None
+    if flusher is not None:
+        wait_until_clean(runtime.current().state_shards, timeout=60)
+        flusher.stop()
+        lags = [x for s in runtime.current().state_shards for x in lag_samples(s)]
+        lag_p99 = percentile(lags, 99)
+    # Lost = acknowledged increments missing from what PostgreSQL finally holds.
+    # (Flush lag samples include the warm-up's writes; they are flushed like any other.)
+    durable = DurableState(runtime.current().engine)
+    stored = 0
+    for key in acked:
+        record = durable.get(key)
+        stored += int(record.value.get("count", 0)) if record else 0
+    total = sum(acked.values())
+    return Result(mode, nkeys, total, seconds, latencies, conflicts, total - stored, lag_p99)
+
+
+def _chart(results: list[Result], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    labels = [f"{r.mode}\n{r.keys} key(s)" for r in results]
+    left.bar(labels, [r.rate for r in results], color="#2a7")
+    left.set_ylabel("acknowledged updates / s")
+    right.bar(labels, [r.lost for r in results], color="#c33")
+    right.set_ylabel("lost updates")
+    for axis in (left, right):
+        axis.tick_params(axis="x", labelsize=8)
+    fig.suptitle("agent state under 8 concurrent writers")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--processes", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per mode and key count")
+    parser.add_argument("--keys", type=int, default=1000, help="the wide case's key count")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    args = parser.parse_args()
+    if args.processes <= 0 or args.seconds <= 0 or args.keys <= 0:
+        parser.error("--processes, --seconds and --keys must be positive")
+    console = Console(width=140)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results: list[Result] = []
+    with local_fleet(load_settings(), say=lambda m: console.print(f"[green]✓[/] {m}"),
+                     start_workers=False, simulators=False) as fleet, Progress(
+        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
+        for nkeys in (1, args.keys):
+            for mode in MODES:
+                results.append(_run(fleet.settings, mode, nkeys, args.processes,
+                                    args.seconds, progress, fleet.settings.data_dir / "logs"))
+    table = Table(title=f"agent state: {args.processes} processes, {args.seconds:.0f}s each")
+    for column in ("mode", "keys", "updates/s", "ack p50", "ack p99", "conflicts",
+                   "flush lag p99", "lost updates"):
+        table.add_column(column, justify="right")
+
+    def ms(value: float | None) -> str:
+        return "n/a" if value is None else f"{value * 1000:.2f} ms"
+
+    for r in results:
+        table.add_row(r.mode, str(r.keys), f"{r.rate:.0f}", ms(percentile(r.latencies, 50)),
+                      ms(percentile(r.latencies, 99)), str(r.conflicts), ms(r.flush_lag_p99),
+                      str(r.lost))
+    console.print(table)
+    by = {(r.mode, r.keys): r for r in results}
+    wide_wb, wide_d = by[("write-back", args.keys)], by[("durable", args.keys)]
+    speedup = wide_wb.rate / wide_d.rate
+    checks = [
+        ("zero lost updates, durable and write-back",
+         all(r.lost == 0 for r in results if r.mode != "naive")),
+        (f"write-back >= 5x durable on {args.keys} keys ({speedup:.1f}x)", speedup >= 5),
+        (f"write-back ack p99 <= 5 ms ({ms(percentile(wide_wb.latencies, 99))})",
+         (percentile(wide_wb.latencies, 99) or 1) <= 0.005),
+        (f"flush lag p99 <= 1 s ({ms(wide_wb.flush_lag_p99)})",
+         (wide_wb.flush_lag_p99 or 99) <= 1.0),
+    ]
+    for name, ok in checks:
+        console.print(f"{'reached' if ok else 'NOT reached'}: {name}")
+    data = [{"mode": r.mode, "keys": r.keys, "updates_per_s": r.rate,
+             "ack_p50_s": percentile(r.latencies, 50), "ack_p99_s": percentile(r.latencies, 99),
+             "conflicts": r.conflicts, "flush_lag_p99_s": r.flush_lag_p99, "lost": r.lost,
+             "median_latency_s": statistics.median(r.latencies) if r.latencies else None}
+            for r in results]
+    (args.out / "bench_state.json").write_text(json.dumps(data, indent=2))
+    _chart(results, args.out / "bench_state.png")
+    console.print(f"results: {args.out / 'bench_state.json'}, "
+                  f"chart: {args.out / 'bench_state.png'}")
+
+
+if __name__ == "__main__":
+    main()
