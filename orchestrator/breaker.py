@@ -32,6 +32,7 @@ from orchestrator.constants import (
     BREAKER_WINDOW,
 )
 from orchestrator.errors import ToolDefinitionError
+from orchestrator.telemetry import count
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -194,6 +195,7 @@ class FleetBreaker:
         pipe.lpush(BREAKER_EVENTS, event)
         pipe.ltrim(BREAKER_EVENTS, 0, BREAKER_EVENTS_KEPT - 1)
         pipe.execute()
+        count(self.client, f"breaker_transitions:{self.name}:{new}")
         for listener in self.pybreaker.listeners:
             listener.state_change(self.pybreaker, old, new)  # type: ignore[arg-type]
 

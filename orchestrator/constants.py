@@ -59,3 +59,9 @@ STATE_CLEAN_TTL_SECONDS = 3600
 STATE_FLUSHER_LEASE = PREFIX + "state-flusher"
 # Flush lag samples (ms from first dirty to persisted), newest first, for benchmarks.
 STATE_FLUSH_LAGS = PREFIX + "state-flush-lags"
+
+# Fleet-wide counters and samples for the metrics exporter (read at scrape time, so no
+# worker process keeps metric state of its own).
+METRIC_COUNTERS = PREFIX + "metrics:counters"  # hash: counter name -> value
+METRIC_SAMPLES = PREFIX + "metrics:samples:{name}"  # list of recent float samples
+METRIC_SAMPLES_KEPT = 2000

@@ -167,6 +167,32 @@ def breakers_close(name: Annotated[str, typer.Argument(help="tool or llm-<provid
     force(name, "closed")
 
 
+@app.command()
+def metrics(
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 9808,
+    address: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
+    once: Annotated[bool, typer.Option("--once", help="print one scrape and exit")] = False,
+) -> None:
+    """Serve fleet metrics for Prometheus (queue depths, breakers, LLM, state, tokens)."""
+    from prometheus_client import generate_latest, start_http_server
+
+    from orchestrator import runtime
+    from orchestrator.metrics import registry
+
+    rt = runtime.current()
+    rt.load_workflows()
+    found = registry(rt)
+    if once:
+        sys.stdout.write(generate_latest(found).decode())
+        return
+    start_http_server(port, addr=address, registry=found)
+    console.print(f"metrics on http://{address}:{port}/metrics (Ctrl-C stops)")
+    import time
+
+    while True:
+        time.sleep(3600)
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the database migrations (Alembic) up to the newest."""

@@ -29,6 +29,7 @@ from orchestrator.llm.client import ChatRequest, ChatResult, ProviderFailure, ch
 from orchestrator.llm.keys import ApiKey, Provider
 from orchestrator.llm.limiter import Lease, Limiter
 from orchestrator.llm.tokens import estimate_prompt
+from orchestrator.telemetry import count
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class Gateway:
     def __init__(self, settings: Settings, client: redis.Redis, http: httpx.Client,
                  breakers: Breakers) -> None:
         self.settings = settings
+        self.client = client
         self.http = http
         self.breakers = breakers
         self.breaker_policy = BreakerPolicy(
@@ -136,6 +138,9 @@ class Gateway:
                            request=request, timeout=self.settings.llm_timeout)
             if isinstance(outcome, ChatResult):
                 limiter.release(lease, outcome.prompt_tokens + outcome.completion_tokens)
+                count(self.client, f"llm_calls:{provider.name}")
+                count(self.client, "llm_prompt_tokens", outcome.prompt_tokens)
+                count(self.client, "llm_completion_tokens", outcome.completion_tokens)
                 self._follow_headers(limiter, lease, outcome.headers)
                 return Completion(outcome, provider.name, lease.key.id, lease.waited, attempt)
             limiter.release(lease, None)
@@ -152,12 +157,14 @@ class Gateway:
             log.error("LLM key %s refused by %s (HTTP %s): removed from rotation",
                       key.id, provider.name, outcome.status)
             limiter.revoke(key)
+            count(self.client, f"llm_keys_revoked:{provider.name}")
             return None
         if outcome.rate_limited:
             pause = outcome.retry_after if outcome.retry_after is not None else 1.0
             log.warning("LLM key %s got 429 from %s: cooling down %.2fs", key.id,
                         provider.name, pause)
             limiter.cool_down(key, pause)
+            count(self.client, f"llm_429:{provider.name}")
             return pause
         if outcome.transient:
             raise ProviderUnavailable(f"LLM provider {provider.name}: {outcome.reason}",

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from orchestrator import runtime
+from orchestrator import runtime, telemetry
 from orchestrator.errors import VersionConflict
 from orchestrator.state.record import Record, check_key, check_value
 from orchestrator.state.router import StateRouter
@@ -23,13 +23,14 @@ def _backend() -> StateRouter:
 
 
 class _Conflicts:
-    """Lost compare-and-set races in this process, for metrics and benchmarks."""
+    """Lost compare-and-set races: this process's total, and the fleet counter."""
 
     def __init__(self) -> None:
         self.total = 0
 
-    def increment(self, _key: str) -> None:
+    def increment(self, mode: str) -> None:
         self.total += 1
+        telemetry.count(runtime.current().redis, f"state_conflicts:{mode}")
 
 
 conflicts = _Conflicts()
@@ -60,6 +61,8 @@ def update(key: str, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Record:
     """
     check_key(key)
     backend = _backend()
+    mode = backend.mode(key)
+    started = time.perf_counter()
     deadline = time.monotonic() + UPDATE_DEADLINE_SECONDS
     attempt = 0
     while time.monotonic() < deadline:
@@ -69,10 +72,14 @@ def update(key: str, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Record:
         value = fn(dict(current.value) if current else {})
         text = check_value(value)
         try:
-            return backend.put(key, value, expected_version=version, value_json=text)
+            record = backend.put(key, value, expected_version=version, value_json=text)
         except VersionConflict:
-            conflicts.increment(key)
+            conflicts.increment(mode)
             time.sleep(random.uniform(0, min(MAX_BACKOFF_SECONDS, 0.001 * 2 ** min(attempt, 10))))
+            continue
+        telemetry.sample(runtime.current().redis, f"state_update:{mode}",
+                         time.perf_counter() - started)
+        return record
     raise VersionConflict(
         f"state {key!r}: gave up after {attempt} conflicting attempts in "
         f"{UPDATE_DEADLINE_SECONDS:.0f}s")

@@ -1,0 +1,46 @@
+"""Recording fleet-wide counters and latency samples in Redis, cheaply.
+
+Counters are one HINCRBY; samples are kept for one call in ``SAMPLE_EVERY`` (a random
+draw), so the hot paths pay almost nothing. The exporter (:mod:`orchestrator.metrics`)
+reads them at scrape time.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+import redis
+
+from orchestrator.constants import METRIC_COUNTERS, METRIC_SAMPLES, METRIC_SAMPLES_KEPT
+
+log = logging.getLogger(__name__)
+SAMPLE_EVERY = 10
+
+
+def count(client: redis.Redis, name: str, amount: int = 1) -> None:
+    """Add ``amount`` to the fleet counter ``name``; a Redis error is logged, not raised."""
+    try:
+        client.hincrby(METRIC_COUNTERS, name, amount)
+    except redis.RedisError as exc:
+        log.debug("metric %s not counted: %s", name, exc)
+
+
+def sample(client: redis.Redis, name: str, seconds: float, *, every: int = SAMPLE_EVERY) -> None:
+    """Keep ``seconds`` as a sample of ``name``, one call in ``every``."""
+    if every > 1 and random.randrange(every) != 0:
+        return
+    key = METRIC_SAMPLES.format(name=name)
+    try:
+        client.lpush(key, f"{seconds:.6f}")
+        client.ltrim(key, 0, METRIC_SAMPLES_KEPT - 1)
+    except redis.RedisError as exc:
+        log.debug("metric sample %s not kept: %s", name, exc)
+
+
+def counters(client: redis.Redis) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in client.hgetall(METRIC_COUNTERS).items()}
+
+
+def samples(client: redis.Redis, name: str) -> list[float]:
+    return [float(v) for v in client.lrange(METRIC_SAMPLES.format(name=name), 0, -1)]
