@@ -33,9 +33,11 @@ class Fleet:
             self.start("tools", pool="threads", concurrency=8),
         ]
 
-    def stop_all(self) -> None:
+    def stop_all(self, timeout: float = 5.0) -> None:
+        """Warm shutdown for ``timeout`` seconds (a held LLM call may not finish), then
+        SIGKILL: tests need no graceful end, only a certain one."""
         for worker in self.workers:
-            worker.stop()
+            worker.stop(timeout=timeout)
 
     def logs(self) -> str:
         return "\n\n".join(f"== {w.name}\n{w.log_tail()}" for w in self.workers)
