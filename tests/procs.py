@@ -33,7 +33,7 @@ class Fleet:
             self.start("tools", pool="threads", concurrency=8),
         ]
 
-    def stop_all(self, timeout: float = 5.0) -> None:
+    def stop_all(self, timeout: float = 3.0) -> None:
         """Warm shutdown for ``timeout`` seconds (a held LLM call may not finish), then
         SIGKILL: tests need no graceful end, only a certain one."""
         for worker in self.workers:

@@ -131,7 +131,7 @@ def test_tpm_is_never_exceeded_across_processes(
 def test_sigkilled_worker_frees_its_slots_when_the_lease_expires(
     settings: Settings, fleet: Fleet, provider: Callable[..., Provider]
 ) -> None:
-    sim = provider(concurrency=2, latency=30.0, jitter=0.0)
+    sim = provider(concurrency=2, latency=10.0, jitter=0.0)
     configured = _use(settings, fleet, llm_base_url=sim.url,
                       llm_api_keys=[SecretStr(k) for k in KEYS], llm_concurrency=2,
                       llm_timeout=3.0)  # lease = timeout + 5 s = 8 s
