@@ -160,8 +160,9 @@ def run_demo(*, invocations: int, customers: int, timeout: float) -> int:
                       timeout=timeout)
         console.print(_summary(report))
         console.print(
-            "Watch it in Flower: ORCH_FLOWER_USER=admin ORCH_FLOWER_PASSWORD=... "
-            f"ORCH_REDIS_URL={fleet.settings.redis_url} orchestrator flower "
-            "-> http://127.0.0.1:5555 (while `orchestrator up` runs)", highlight=False)
+            "To watch a fleet in Flower: run `orchestrator up`, then in another shell "
+            "`ORCH_FLOWER_USER=admin ORCH_FLOWER_PASSWORD=<choose one> ORCH_REDIS_URL=<the "
+            "URL up prints> orchestrator flower` and open http://127.0.0.1:5555",
+            highlight=False)
     ok = report.failed == 0 and report.lost == 0 and report.state_consistent
     return 0 if ok else 1
