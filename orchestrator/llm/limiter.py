@@ -151,11 +151,15 @@ class Limiter:
     def cool_down(self, key: ApiKey, seconds: float) -> None:
         """Keep ``key`` out of admission for ``seconds`` (after a 429 from the provider)."""
         cool = self._key_names[key.id][4]
-        until_ms = int(self.client.time()[0]) * 1000 + int(seconds * 1000)
+        until_ms = self._now_ms() + int(seconds * 1000)
         current = int(self.client.get(cool) or 0)
         if until_ms > current:
             self.client.set(cool, until_ms, px=max(1, int(seconds * 1000)))
         self._wake_head()
+
+    def _now_ms(self) -> int:
+        seconds, micros = self.client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
 
     def revoke(self, key: ApiKey) -> None:
         """Take ``key`` out of rotation for the whole fleet (after a 401/403)."""
@@ -171,13 +175,16 @@ class Limiter:
         pipe.ltrim(self._waits, 0, WAIT_SAMPLES - 1)
         pipe.execute()
 
+    def reset_wait_samples(self) -> None:
+        self.client.delete(self._waits)
+
     def wait_samples(self) -> list[float]:
         """Recent seconds-in-line of admitted calls, newest first."""
         return [float(v) for v in self.client.lrange(self._waits, 0, -1)]
 
     def in_flight(self) -> dict[str, int]:
         """Leases held per key id right now (expired ones not counted)."""
-        now_ms = int(self.client.time()[0]) * 1000
+        now_ms = self._now_ms()
         return {
             key.id: int(self.client.zcount(self._key_names[key.id][0], now_ms, "+inf"))
             for key in self.provider.keys

@@ -1,0 +1,272 @@
+"""LLM rate-limit saturation: the orchestrator's fleet-wide limiter against plain Celery,
+same provider simulator, same worker processes and threads, one run.
+
+    python scripts/bench_llm.py --seconds 60
+
+Provider: 2 keys, 20 concurrent calls per key, ~0.5 s latency (RPM set high enough that
+concurrency binds). Demand: 3x the provider's concurrency kept outstanding at all times.
+Prints capacity (sum over keys of min(RPM/60, concurrency / mean latency)), completions/s,
+utilization, 429s, provider requests per LLM call and the limiter's wait p50/p99, for both
+sides, and writes a chart beside the JSON results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+from celery import Celery
+from pydantic import SecretStr
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import orchestrator
+from config import Settings, build_celery_config, load_settings
+from orchestrator import runtime
+from orchestrator.cli.render import percentile
+from orchestrator.local import local_fleet
+from orchestrator.processes import WorkerProcess
+from orchestrator.simulators.llm_provider import LLMSimConfig, create_app
+from orchestrator.simulators.server import ServerHandle, start_server
+
+SCRIPTS = Path(__file__).resolve().parent
+KEYS = ("bench-key-1", "bench-key-2")
+
+
+@dataclass
+class Side:
+    name: str
+    completions_per_s: float = 0.0
+    utilization: float = 0.0
+    total_429: int = 0
+    late_429: int = 0
+    requests_per_call: float = 0.0
+    wait_p50: float | None = None
+    wait_p99: float | None = None
+    failed: int = 0
+    completed: int = 0
+
+
+def _stats(handle: ServerHandle) -> dict[str, Any]:
+    return dict(httpx.get(f"{handle.url}/stats", timeout=10).json()["totals"])
+
+
+def _drive(name: str, seconds: float, warmup: float, outstanding: int, handle: ServerHandle,
+           submit: Any, finished: Any, progress: Progress) -> tuple[dict[str, Any], ...]:
+    """Keep ``outstanding`` calls in the system; returns simulator stats at 1 s, at the
+    start and at the end of the measured window."""
+    task = progress.add_task(name, total=warmup + seconds)
+    start = time.monotonic()
+    pending: set[str] = set()
+    at_one = at_start = None
+    while True:
+        elapsed = time.monotonic() - start
+        if at_one is None and elapsed >= 1.0:
+            at_one = _stats(handle)
+        if at_start is None and elapsed >= warmup:
+            at_start = _stats(handle)
+        if elapsed >= warmup + seconds:
+            break
+        pending -= finished(pending)
+        for _ in range(outstanding - len(pending)):
+            pending.add(submit())
+        progress.update(task, completed=elapsed)
+        time.sleep(0.05)
+    at_end = _stats(handle)
+    progress.update(task, completed=warmup + seconds)
+    assert at_one is not None and at_start is not None
+    return at_one, at_start, at_end
+
+
+def _summarise(side: Side, capacity: float, seconds: float, stats: tuple[dict[str, Any], ...],
+               total_failed: int) -> Side:
+    at_one, at_start, at_end = stats
+    side.completed = at_end["succeeded"] - at_start["succeeded"]
+    side.completions_per_s = side.completed / seconds
+    side.utilization = side.completions_per_s / capacity
+    side.total_429 = at_end["rate_limited_429"]
+    side.late_429 = at_end["rate_limited_429"] - at_one["rate_limited_429"]
+    side.requests_per_call = at_end["requests"] / max(1, at_end["succeeded"])
+    side.failed = total_failed
+    return side
+
+
+def run_orchestrator(settings: Settings, args: argparse.Namespace, capacity: float,
+                     progress: Progress, log_dir: Path) -> Side:
+    handle = start_server(create_app(_sim_config(args)))
+    configured = settings.model_copy(update={
+        "llm_base_url": f"{handle.url}/v1", "llm_api_keys": [SecretStr(k) for k in KEYS],
+        "llm_rpm": args.rpm, "llm_concurrency": args.concurrency, "llm_tpm": 10_000_000,
+        "max_queue_depth": 1_000_000})
+    orchestrator.configure(configured)
+    limiter = runtime.current().llm.limiters["primary"]
+    limiter.reset_wait_samples()
+    workers = [WorkerProcess(configured.environment(), "llm", pool="threads",
+                             concurrency=args.threads, log_dir=log_dir,
+                             name=f"bench-llm-{i}", loglevel="WARNING")
+               for i in range(args.workers)]
+    store = runtime.current().store
+    failed = 0
+
+    def submit() -> str:
+        return orchestrator.submit("llm-ask", {"question": f"q {uuid.uuid4().hex}"})
+
+    def finished(pending: set[str]) -> set[str]:
+        nonlocal failed
+        statuses = store.status_of(list(pending))
+        done = {i for i, s in statuses.items() if s.finished}
+        failed += sum(1 for i in done if statuses[i].value == "failed")
+        return done
+
+    try:
+        for worker in workers:
+            worker.start()
+        stats = _drive("orchestrator", args.seconds, args.warmup, args.outstanding, handle,
+                       submit, finished, progress)
+    finally:
+        for worker in workers:
+            worker.stop(timeout=5)
+        handle.stop()
+    side = _summarise(Side("orchestrator"), capacity, args.seconds, stats, failed)
+    waits = limiter.wait_samples()
+    side.wait_p50, side.wait_p99 = percentile(waits, 50), percentile(waits, 99)
+    return side
+
+
+def run_plain(settings: Settings, args: argparse.Namespace, capacity: float,
+              progress: Progress, log_dir: Path) -> Side:
+    handle = start_server(create_app(_sim_config(args)))
+    prefix = f"bench:plain:{uuid.uuid4().hex[:6]}"
+    configured = settings.model_copy(update={
+        "llm_base_url": f"{handle.url}/v1", "llm_api_keys": [SecretStr(k) for k in KEYS]})
+    per_worker = max(1, round(capacity / args.workers))
+    env = configured.environment() | {"PYTHONPATH": str(SCRIPTS), "BENCH_PREFIX": prefix,
+                                      "BENCH_RATE_LIMIT": f"{per_worker}/s"}
+    workers = []
+    for i in range(args.workers):
+        worker = WorkerProcess(env, "plain-llm", pool="threads", concurrency=args.threads,
+                               log_dir=log_dir, name=f"bench-plain-{i}", loglevel="WARNING")
+        worker.argv[worker.argv.index("workers.app")] = "bench_plain_llm_app"
+        workers.append(worker)
+    app = Celery("plain-producer", set_as_current=False)
+    app.conf.update(build_celery_config(configured))
+    client = redis.Redis.from_url(configured.redis_url or "")
+    sent = 0
+
+    def submit() -> str:
+        nonlocal sent
+        sent += 1
+        app.send_task("plain.ask", args=(f"q {sent}", time.time()), queue="plain-llm")
+        return str(sent)
+
+    def finished(pending: set[str]) -> set[str]:
+        counts = {k.decode(): int(v) for k, v in client.hgetall(prefix).items()}
+        done_count = sum(counts.values())
+        # Calls finish in any order; only how many are still out matters for the demand.
+        still_out = max(0, sent - done_count)
+        return set(sorted(pending, key=int)[: max(0, len(pending) - still_out)])
+
+    try:
+        for worker in workers:
+            worker.start()
+        stats = _drive("plain Celery", args.seconds, args.warmup, args.outstanding, handle,
+                       submit, finished, progress)
+    finally:
+        for worker in workers:
+            worker.stop(timeout=5)
+        handle.stop()
+        app.close()
+    counts = {k.decode(): int(v) for k, v in client.hgetall(prefix).items()}
+    failed = sum(v for k, v in counts.items() if k.startswith("failed"))
+    return _summarise(Side("plain Celery (rate_limit + openai client)"), capacity,
+                      args.seconds, stats, failed)
+
+
+def _sim_config(args: argparse.Namespace) -> LLMSimConfig:
+    return LLMSimConfig(keys=KEYS, rpm=args.rpm, tpm=10_000_000, concurrency=args.concurrency,
+                        latency=args.latency, jitter=args.latency / 10, completion_tokens=40)
+
+
+def _chart(sides: list[Side], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    names = [s.name.split(" (")[0] for s in sides]
+    left.bar(names, [s.utilization for s in sides], color=["#2a7", "#888"])
+    left.axhline(0.95, color="#c33", linestyle="--", label="target 0.95")
+    left.set_ylabel("utilization of provider capacity")
+    left.legend()
+    right.bar(names, [s.total_429 for s in sides], color=["#2a7", "#888"])
+    right.set_ylabel("429 responses")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=60.0, help="measured window")
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--workers", type=int, default=3, help="llm worker processes")
+    parser.add_argument("--threads", type=int, default=16, help="threads per worker")
+    parser.add_argument("--concurrency", type=int, default=20, help="per key")
+    parser.add_argument("--rpm", type=int, default=3000, help="per key")
+    parser.add_argument("--latency", type=float, default=0.5, help="mean seconds")
+    parser.add_argument("--demand", type=float, default=3.0, help="x provider concurrency")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    args = parser.parse_args()
+    if min(args.seconds, args.workers, args.threads, args.concurrency, args.rpm,
+           args.latency, args.demand) <= 0:
+        parser.error("every figure must be positive")
+    args.outstanding = int(args.demand * args.concurrency * len(KEYS))
+    capacity = sum(min(args.rpm / 60, args.concurrency / args.latency) for _ in KEYS)
+    console = Console(width=140)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with local_fleet(load_settings(), say=lambda m: console.print(f"[green]✓[/] {m}"),
+                     start_workers=False, simulators=False) as fleet, Progress(
+        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
+    ) as progress:
+        log_dir = fleet.settings.data_dir / "logs"
+        ours = run_orchestrator(fleet.settings, args, capacity, progress, log_dir)
+        plain = run_plain(fleet.settings, args, capacity, progress, log_dir)
+    table = Table(title=f"LLM saturation: {args.workers} workers x {args.threads} threads, "
+                        f"{len(KEYS)} keys x {args.concurrency} concurrent, ~{args.latency}s, "
+                        f"{args.outstanding} calls outstanding, {args.seconds:.0f}s measured")
+    for column in ("side", "capacity/s", "completions/s", "utilization", "429s",
+                   "429s after 1st s", "requests/call", "limiter wait p50", "p99",
+                   "failed calls"):
+        table.add_column(column, justify="right")
+    for side in (ours, plain):
+        table.add_row(side.name, f"{capacity:.1f}", f"{side.completions_per_s:.1f}",
+                      f"{side.utilization:.3f}", str(side.total_429), str(side.late_429),
+                      f"{side.requests_per_call:.3f}",
+                      "n/a" if side.wait_p50 is None else f"{side.wait_p50:.3f}s",
+                      "n/a" if side.wait_p99 is None else f"{side.wait_p99:.3f}s",
+                      str(side.failed))
+    console.print(table)
+    for name, ok in [
+        (f"utilization >= 0.95 ({ours.utilization:.3f})", ours.utilization >= 0.95),
+        (f"zero 429s after the first second ({ours.late_429})", ours.late_429 == 0),
+        (f"requests per call <= 1.01 ({ours.requests_per_call:.3f})",
+         ours.requests_per_call <= 1.01),
+    ]:
+        console.print(f"{'reached' if ok else 'NOT reached'}: {name}")
+    (args.out / "bench_llm.json").write_text(json.dumps(
+        {"capacity_per_s": capacity, "sides": [vars(s) for s in (ours, plain)]}, indent=2))
+    _chart([ours, plain], args.out / "bench_llm.png")
+    console.print(f"results: {args.out / 'bench_llm.json'}, chart: {args.out / 'bench_llm.png'}")
+
+
+if __name__ == "__main__":
+    main()
