@@ -94,6 +94,9 @@ class Settings(BaseSettings):
         description="modules that declare workflows, imported by producers and workers",
     )
 
+    breakers_enabled: bool = Field(
+        default=True, description="circuit breakers on tools and providers (off: benchmarks)")
+
     max_payload_bytes: int = Field(default=256 * 1024, description="largest accepted payload")
     visibility_timeout: int = Field(default=3600, description="seconds before redelivery")
     step_lease_seconds: int = Field(default=300, description="a running step's claim")
@@ -265,6 +268,7 @@ class Settings(BaseSettings):
         env["ORCH_WORKFLOW_MODULES"] = ",".join(self.workflow_modules)
         env["ORCH_STATE_WRITE_BACK_PREFIXES"] = ",".join(self.state_write_back_prefixes)
         env["ORCH_STATE_DIRTY_LIMIT"] = str(self.state_dirty_limit)
+        env["ORCH_BREAKERS_ENABLED"] = "true" if self.breakers_enabled else "false"
         return env
 
 

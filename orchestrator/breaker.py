@@ -127,7 +127,8 @@ class FleetBreaker:
     """One breaker, by name, for every process of the fleet."""
 
     def __init__(self, client: redis.Redis, name: str, policy: BreakerPolicy,
-                 owner: Callable[[], str]) -> None:
+                 owner: Callable[[], str], *, enabled: bool = True) -> None:
+        self.enabled = enabled
         self.client = client
         self.name = name
         self.policy = policy
@@ -149,6 +150,8 @@ class FleetBreaker:
         process holds the half-open probe); otherwise ``fn``'s own result or exception.
         Exceptions for which ``is_failure`` is false pass through without counting.
         """
+        if not self.enabled:
+            return fn()
         owner = self._owner()
         reply = self._admit(
             keys=[self._key, self._probe, BREAKER_NAMES],
@@ -233,15 +236,18 @@ class FleetBreaker:
 class Breakers:
     """This process's breaker objects, by name (their state lives in Redis)."""
 
-    def __init__(self, client: redis.Redis, owner: Callable[[], str]) -> None:
+    def __init__(self, client: redis.Redis, owner: Callable[[], str], *,
+                 enabled: bool = True) -> None:
         self.client = client
         self.owner = owner
+        self.enabled = enabled
         self._breakers: dict[str, FleetBreaker] = {}
 
     def get(self, name: str, policy: BreakerPolicy | None = None) -> FleetBreaker:
         found = self._breakers.get(name)
         if found is None:
-            found = FleetBreaker(self.client, name, policy or BreakerPolicy(), self.owner)
+            found = FleetBreaker(self.client, name, policy or BreakerPolicy(), self.owner,
+                                 enabled=self.enabled)
             self._breakers[name] = found
         return found
 

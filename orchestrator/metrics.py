@@ -114,6 +114,9 @@ class FleetCollector(Collector):
         }
         tokens = CounterMetricFamily("orchestrator_llm_tokens", "LLM tokens used",
                                      labels=["kind"])
+        blocked = CounterMetricFamily("orchestrator_tool_blocked_seconds",
+                                      "worker time spent on tool calls that failed",
+                                      labels=["tool"])
         for name, value in found.items():
             head, _, rest = name.partition(":")
             if head in families:
@@ -122,8 +125,11 @@ class FleetCollector(Collector):
                 tokens.add_metric(["prompt"], value)
             elif head == "llm_completion_tokens":
                 tokens.add_metric(["completion"], value)
+            elif head == "tool_blocked_ms":
+                blocked.add_metric([rest], value / 1000)
         yield from families.values()
         yield tokens
+        yield blocked
 
     def _llm(self) -> Iterator[Metric]:
         wait = _Quantiles("orchestrator_llm_limiter_wait_seconds",

@@ -128,7 +128,7 @@ class Runtime:
     def breakers(self) -> Breakers:
         from orchestrator.breaker import Breakers
 
-        return Breakers(self.redis, owner_id)
+        return Breakers(self.redis, owner_id, enabled=self.settings.breakers_enabled)
 
     @cached_property
     def tool_threads(self) -> ThreadPoolExecutor:

@@ -1,5 +1,6 @@
 """LLM rate-limit saturation: the orchestrator's fleet-wide limiter against plain Celery,
-same provider simulator, same worker processes and threads, one run.
+same provider simulator, same worker processes and threads, one run. Plain Celery runs
+twice: with a per-worker ``rate_limit`` summing to the provider's capacity, and without.
 
     python scripts/bench_llm.py --seconds 60
 
@@ -56,7 +57,11 @@ class Side:
 
 
 def _stats(handle: ServerHandle) -> dict[str, Any]:
-    return dict(httpx.get(f"{handle.url}/stats", timeout=10).json()["totals"])
+    """The simulator's totals; ``finished`` counts requests answered (not in flight)."""
+    data = httpx.get(f"{handle.url}/stats", timeout=10).json()
+    totals = dict(data["totals"])
+    totals["finished"] = totals["requests"] - sum(k["in_flight"] for k in data["keys"].values())
+    return totals
 
 
 def _drive(name: str, seconds: float, warmup: float, outstanding: int, handle: ServerHandle,
@@ -94,7 +99,7 @@ def _summarise(side: Side, capacity: float, seconds: float, stats: tuple[dict[st
     side.utilization = side.completions_per_s / capacity
     side.total_429 = at_end["rate_limited_429"]
     side.late_429 = at_end["rate_limited_429"] - at_one["rate_limited_429"]
-    side.requests_per_call = at_end["requests"] / max(1, at_end["succeeded"])
+    side.requests_per_call = at_end["finished"] / max(1, at_end["succeeded"])
     side.failed = total_failed
     return side
 
@@ -142,14 +147,16 @@ def run_orchestrator(settings: Settings, args: argparse.Namespace, capacity: flo
 
 
 def run_plain(settings: Settings, args: argparse.Namespace, capacity: float,
-              progress: Progress, log_dir: Path) -> Side:
+              progress: Progress, log_dir: Path, *, rate_limited: bool) -> Side:
     handle = start_server(create_app(_sim_config(args)))
     prefix = f"bench:plain:{uuid.uuid4().hex[:6]}"
     configured = settings.model_copy(update={
         "llm_base_url": f"{handle.url}/v1", "llm_api_keys": [SecretStr(k) for k in KEYS]})
     per_worker = max(1, round(capacity / args.workers))
-    env = configured.environment() | {"PYTHONPATH": str(SCRIPTS), "BENCH_PREFIX": prefix,
-                                      "BENCH_RATE_LIMIT": f"{per_worker}/s"}
+    env = configured.environment() | {
+        "PYTHONPATH": str(SCRIPTS), "BENCH_PREFIX": prefix,
+        "BENCH_RATE_LIMIT": f"{per_worker}/s" if rate_limited else ""}
+    label = "plain Celery, rate_limit" if rate_limited else "plain Celery, no rate_limit"
     workers = []
     for i in range(args.workers):
         worker = WorkerProcess(env, "plain-llm", pool="threads", concurrency=args.threads,
@@ -177,7 +184,7 @@ def run_plain(settings: Settings, args: argparse.Namespace, capacity: float,
     try:
         for worker in workers:
             worker.start()
-        stats = _drive("plain Celery", args.seconds, args.warmup, args.outstanding, handle,
+        stats = _drive(label, args.seconds, args.warmup, args.outstanding, handle,
                        submit, finished, progress)
     finally:
         for worker in workers:
@@ -186,8 +193,7 @@ def run_plain(settings: Settings, args: argparse.Namespace, capacity: float,
         app.close()
     counts = {k.decode(): int(v) for k, v in client.hgetall(prefix).items()}
     failed = sum(v for k, v in counts.items() if k.startswith("failed"))
-    return _summarise(Side("plain Celery (rate_limit + openai client)"), capacity,
-                      args.seconds, stats, failed)
+    return _summarise(Side(label), capacity, args.seconds, stats, failed)
 
 
 def _sim_config(args: argparse.Namespace) -> LLMSimConfig:
@@ -202,12 +208,13 @@ def _chart(sides: list[Side], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    names = [s.name.split(" (")[0] for s in sides]
-    left.bar(names, [s.utilization for s in sides], color=["#2a7", "#888"])
+    names = [s.name.replace(", ", "\n") for s in sides]
+    colors = ["#2a7", "#888", "#bbb"][: len(sides)]
+    left.bar(names, [s.utilization for s in sides], color=colors)
     left.axhline(0.95, color="#c33", linestyle="--", label="target 0.95")
     left.set_ylabel("utilization of provider capacity")
     left.legend()
-    right.bar(names, [s.total_429 for s in sides], color=["#2a7", "#888"])
+    right.bar(names, [s.total_429 for s in sides], color=colors)
     right.set_ylabel("429 responses")
     fig.tight_layout()
     fig.savefig(path)
@@ -239,7 +246,8 @@ def main() -> None:
     ) as progress:
         log_dir = fleet.settings.data_dir / "logs"
         ours = run_orchestrator(fleet.settings, args, capacity, progress, log_dir)
-        plain = run_plain(fleet.settings, args, capacity, progress, log_dir)
+        plain = [run_plain(fleet.settings, args, capacity, progress, log_dir,
+                           rate_limited=limited) for limited in (True, False)]
     table = Table(title=f"LLM saturation: {args.workers} workers x {args.threads} threads, "
                         f"{len(KEYS)} keys x {args.concurrency} concurrent, ~{args.latency}s, "
                         f"{args.outstanding} calls outstanding, {args.seconds:.0f}s measured")
@@ -247,7 +255,7 @@ def main() -> None:
                    "429s after 1st s", "requests/call", "limiter wait p50", "p99",
                    "failed calls"):
         table.add_column(column, justify="right")
-    for side in (ours, plain):
+    for side in (ours, *plain):
         table.add_row(side.name, f"{capacity:.1f}", f"{side.completions_per_s:.1f}",
                       f"{side.utilization:.3f}", str(side.total_429), str(side.late_429),
                       f"{side.requests_per_call:.3f}",
@@ -263,8 +271,8 @@ def main() -> None:
     ]:
         console.print(f"{'reached' if ok else 'NOT reached'}: {name}")
     (args.out / "bench_llm.json").write_text(json.dumps(
-        {"capacity_per_s": capacity, "sides": [vars(s) for s in (ours, plain)]}, indent=2))
-    _chart([ours, plain], args.out / "bench_llm.png")
+        {"capacity_per_s": capacity, "sides": [vars(s) for s in (ours, *plain)]}, indent=2))
+    _chart([ours, *plain], args.out / "bench_llm.png")
     console.print(f"results: {args.out / 'bench_llm.json'}, chart: {args.out / 'bench_llm.png'}")
 
 

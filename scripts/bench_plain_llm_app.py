@@ -22,7 +22,7 @@ settings = load_settings()
 app = Celery("plain-llm")
 app.conf.update(build_celery_config(settings))
 app.conf.task_routes = {"plain.*": {"queue": "plain-llm"}}
-RATE_LIMIT = os.environ.get("BENCH_RATE_LIMIT", "30/s")
+RATE_LIMIT = os.environ.get("BENCH_RATE_LIMIT") or None
 PREFIX = os.environ.get("BENCH_PREFIX", "bench:plain")
 _local = threading.local()
 _keys = itertools.cycle(settings.api_keys())

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator import state
+from orchestrator.breaker import BreakerPolicy
 from orchestrator.tools.registry import Timeout, declare_tool
 from orchestrator.workflow import StepContext, Workflow
 
@@ -34,6 +35,10 @@ declare_tool(
     "lookup_order",
     http=True,
     timeout=Timeout(connect=2.0, read=5.0),
+    # Open after 5 failures in the last 20 calls (at least 5 seen): an outage costs the
+    # fleet five timeouts, not one per call.
+    breaker=BreakerPolicy(window=20, min_calls=5, threshold=0.5, reset_timeout=10.0,
+                          probe_timeout=8.0),
     fallback=lambda payload: {
         "customer_id": payload.get("customer_id"),
         "status": "unknown",

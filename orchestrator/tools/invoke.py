@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,7 @@ import pybreaker
 
 from orchestrator import runtime
 from orchestrator.errors import StepFailed, TransientStepError
+from orchestrator.telemetry import count
 from orchestrator.tools.registry import Tool, tools
 
 log = logging.getLogger(__name__)
@@ -76,12 +78,22 @@ def invoke(name: str, payload: dict[str, Any], *, last_attempt: bool) -> ToolOut
     refused the input) or, before the last attempt, ``TransientStepError`` (retried).
     """
     tool = tools.get(name)
-    breaker = runtime.current().breakers.get(tool.name, tool.breaker)
+    rt = runtime.current()
+    breaker = rt.breakers.get(tool.name, tool.breaker)
+
+    def timed_call() -> Any:
+        started = time.monotonic()
+        try:
+            return _call(tool, payload)
+        except TransientStepError:
+            # Worker time lost to a failing tool: what breakers exist to save.
+            count(rt.redis, f"tool_blocked_ms:{tool.name}",
+                  int((time.monotonic() - started) * 1000))
+            raise
+
     try:
         return ToolOutcome(breaker.call(
-            lambda: _call(tool, payload),
-            is_failure=lambda exc: isinstance(exc, TransientStepError),
-        ))
+            timed_call, is_failure=lambda exc: isinstance(exc, TransientStepError)))
     except pybreaker.CircuitBreakerError:
         return ToolOutcome(tool.fallback(payload), fallback=True)
     except TransientStepError as exc:
