@@ -1,9 +1,9 @@
 """Tool-call timeout cascades: the seed's incident, with breakers on and off, one run.
 
-    python scripts/bench_breaker.py --rate 5 --before 20 --outage 60 --after 20
+    python scripts/bench_breaker.py --rate 5 --before 60 --outage 60 --after 20
 
 Steady load of ``order-status`` (one ``lookup_order`` call each) against the tool
-simulator with a 2% hang rate (hangs outlast the tool's 5 s timeout); then a full outage
+simulator with a 2% hang rate (hangs outlast the tool's 1 s timeout); then a full outage
 of ``lookup_order`` (every call hangs) for --outage seconds; then recovery. The same
 schedule runs twice: breakers off, then on. Prints per run: invocations succeeded (and
 the share a fallback served), failed, unfinished, p50/p99 latency before and during the
@@ -159,7 +159,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=5.0, help="invocations per second")
-    parser.add_argument("--before", type=float, default=20.0, help="seconds before outage")
+    # 300 invocations before the outage, so its p99 sees the 2% hangs it is meant to.
+    parser.add_argument("--before", type=float, default=60.0, help="seconds before outage")
     parser.add_argument("--outage", type=float, default=60.0, help="seconds of outage")
     parser.add_argument("--after", type=float, default=20.0, help="seconds after it")
     parser.add_argument("--drain", type=float, default=120.0, help="max seconds to finish")

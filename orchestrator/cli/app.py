@@ -34,6 +34,8 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 simulate_app = typer.Typer(help="Built-in simulators (LLM provider, tools).", no_args_is_help=True)
 breakers_app = typer.Typer(help="Circuit breakers: list, force open, force close.",
                            invoke_without_command=True)
+state_app = typer.Typer(help="The agent-state memory layer.", no_args_is_help=True)
+app.add_typer(state_app, name="state")
 app.add_typer(db_app, name="db")
 app.add_typer(breakers_app, name="breakers")
 app.add_typer(simulate_app, name="simulate")
@@ -191,6 +193,33 @@ def metrics(
 
     while True:
         time.sleep(3600)
+
+
+@state_app.command("reshard")
+def state_reshard(
+    to: Annotated[str, typer.Option("--to", help="the new ORCH_STATE_REDIS_URLS")],
+) -> None:
+    """Prepare a change of memory-layer shards: flush, then drop moved keys' old copies.
+    Pause state writers first; start the fleet with the new URLs afterwards."""
+    import redis as redis_lib
+
+    from config.settings import Settings
+    from orchestrator import runtime
+    from orchestrator.state.reshard import reshard
+    from orchestrator.state.writeback import Shard
+
+    rt = runtime.current()
+    try:
+        urls = [part.strip() for part in to.split(",") if part.strip()]
+        target = Settings(state_redis_urls=urls).shard_urls  # validates the URLs
+    except ValueError as exc:
+        raise fail(f"--to: {exc}") from None
+    new = [Shard(url, redis_lib.Redis.from_url(url)) for url in target]
+    report = reshard(rt.state_shards, new, rt.engine, owner=runtime.owner_id())
+    out.print(f"flushed {report.flushed} records; dropped {report.moved} moved copies; "
+              f"{report.stayed} stay; {report.kept_dirty} kept (written during the move)")
+    if report.kept_dirty:
+        raise typer.Exit(EXIT_FAILED)
 
 
 @db_app.command("upgrade")

