@@ -175,8 +175,16 @@ def _run_claimed(context: Context, workflow: Workflow, index: int, *, retries: i
         payload=workflow.payload.model_validate(context["payload"]),
         outputs=dict(context.get("outputs") or {}),
     )
-    started_ms = now_ms
     started = time.monotonic()
+
+    def record(status: StepStatus, outcome: StepOutcome | None,
+               error: str | None) -> dict[str, Any]:
+        return _finish(context, workflow, index,
+                       _record(step, status=status, attempts=retries + 1, started_ms=now_ms,
+                               duration=time.monotonic() - started, outcome=outcome,
+                               error=error),
+                       inflight=inflight, owner=owner)
+
     try:
         outcome = _execute(step, ctx, last_attempt=last_attempt)
     except TransientStepError as exc:
@@ -185,25 +193,12 @@ def _run_claimed(context: Context, workflow: Workflow, index: int, *, retries: i
             delay = exc.retry_after if exc.retry_after is not None else backoff(retries)
             raise RetryLater(message, min(delay, settings.visibility_timeout / 2)) from exc
         error = f"{message} (gave up after {retries + 1} attempts)"
-        _finish(context, workflow, index,
-                _record(step, status=StepStatus.FAILED, attempts=retries + 1,
-                        started_ms=started_ms, duration=time.monotonic() - started,
-                        outcome=None, error=error),
-                inflight=inflight, owner=owner)
+        record(StepStatus.FAILED, None, error)
         raise StepFailed(error) from exc
     except Exception as exc:
         error = f"step {step.name}: {type(exc).__name__}: {exc}"
-        _finish(context, workflow, index,
-                _record(step, status=StepStatus.FAILED, attempts=retries + 1,
-                        started_ms=started_ms, duration=time.monotonic() - started,
-                        outcome=None, error=error),
-                inflight=inflight, owner=owner)
+        record(StepStatus.FAILED, None, error)
         log.error("invocation %s failed: %s", invocation_id, error)
         raise StepFailed(error) from exc
-    standing = _finish(
-        context, workflow, index,
-        _record(step, status=StepStatus.DONE, attempts=retries + 1, started_ms=started_ms,
-                duration=time.monotonic() - started, outcome=outcome, error=None),
-        inflight=inflight, owner=owner,
-    )
+    standing = record(StepStatus.DONE, outcome, None)
     return _with_output(context, step.name, standing["output"])

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from benchkit import console as wide_console
+from benchkit import progress as bench_progress
+from benchkit import pyplot
+from rich.progress import Progress
 from rich.table import Table
 
 import orchestrator
@@ -135,11 +137,7 @@ def run(name: str, settings: Settings, args: argparse.Namespace, progress: Progr
 
 
 def _chart(runs: list[Run], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     names = [r.name for r in runs]
     left.bar(names, [r.blocked_seconds for r in runs], color=["#888", "#2a7"])
@@ -173,12 +171,11 @@ def main() -> None:
         parser.error("rates, durations, workers and threads must be positive")
     if not 0 <= args.hang_rate < 1:
         parser.error("--hang-rate is a share in [0, 1)")
-    console = Console(width=150)
+    console = wide_console()
     args.out.mkdir(parents=True, exist_ok=True)
     with local_fleet(load_settings(), say=lambda m: console.print(f"[green]✓[/] {m}"),
-                     start_workers=False, simulators=False) as fleet, Progress(
-        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
-    ) as progress:
+                     start_workers=False, simulators=False) as fleet, \
+            bench_progress(console) as progress:
         log_dir = fleet.settings.data_dir / "logs"
         runs = [run(name, fleet.settings, args, progress, log_dir)
                 for name in ("breakers off", "breakers on")]

@@ -23,10 +23,12 @@ from typing import Any
 
 import httpx
 import redis
+from benchkit import console as wide_console
+from benchkit import progress as bench_progress
+from benchkit import pyplot
 from celery import Celery
 from pydantic import SecretStr
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 import orchestrator
@@ -202,11 +204,7 @@ def _sim_config(args: argparse.Namespace) -> LLMSimConfig:
 
 
 def _chart(sides: list[Side], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     names = [s.name.replace(", ", "\n") for s in sides]
     colors = ["#2a7", "#888", "#bbb"][: len(sides)]
@@ -238,12 +236,11 @@ def main() -> None:
         parser.error("every figure must be positive")
     args.outstanding = int(args.demand * args.concurrency * len(KEYS))
     capacity = sum(min(args.rpm / 60, args.concurrency / args.latency) for _ in KEYS)
-    console = Console(width=140)
+    console = wide_console()
     args.out.mkdir(parents=True, exist_ok=True)
     with local_fleet(load_settings(), say=lambda m: console.print(f"[green]✓[/] {m}"),
-                     start_workers=False, simulators=False) as fleet, Progress(
-        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
-    ) as progress:
+                     start_workers=False, simulators=False) as fleet, \
+            bench_progress(console) as progress:
         log_dir = fleet.settings.data_dir / "logs"
         ours = run_orchestrator(fleet.settings, args, capacity, progress, log_dir)
         plain = [run_plain(fleet.settings, args, capacity, progress, log_dir,

@@ -17,9 +17,11 @@ import uuid
 from pathlib import Path
 
 import redis
+from benchkit import console as wide_console
+from benchkit import progress as bench_progress
+from benchkit import pyplot
 from celery import Celery, chain
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 from rich.table import Table
 
 import orchestrator
@@ -32,11 +34,6 @@ SCRIPTS = Path(__file__).resolve().parent
 # Completion is timed where it happens (finished_at in PostgreSQL, a timestamp written by
 # the bare chain's last task), so polling only has to notice it: slowly, to stay cheap.
 POLL = 0.25
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console)
 
 
 def run_full(n: int, progress: Progress) -> float:
@@ -83,11 +80,7 @@ def run_bare(n: int, settings: Settings, counter: str, progress: Progress) -> fl
 
 
 def chart(full: list[float], bare: list[float], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.bar(["bare Celery chain", "orchestrator pipeline-5"],
            [statistics.median(bare), statistics.median(full)], color=["#888", "#2a7"])
@@ -108,7 +101,7 @@ def main() -> None:
     if args.invocations <= 0 or args.rounds <= 0 or args.concurrency <= 0:
         parser.error("--invocations, --rounds and --concurrency must be positive")
 
-    console = Console(width=140)
+    console = wide_console()
     settings = load_settings()
     args.out.mkdir(parents=True, exist_ok=True)
     counter = f"bench:bare:{uuid.uuid4().hex[:8]}"
@@ -130,7 +123,7 @@ def main() -> None:
             # Both workers stay up for the whole run, so both sides share the same cores.
             full_worker.start()
             bare_worker.start()
-            with _progress(console) as progress:
+            with bench_progress(console, counts=True) as progress:
                 run_full(min(50, args.invocations), progress)  # warm-up: imports, pools
                 run_bare(min(50, args.invocations), fleet.settings, counter, progress)
                 for _ in range(args.rounds):

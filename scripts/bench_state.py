@@ -21,8 +21,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from benchkit import console as wide_console
+from benchkit import progress as bench_progress
+from benchkit import pyplot
+from rich.progress import Progress
 from rich.table import Table
 from sqlalchemy import text
 
@@ -152,11 +154,7 @@ def _run(settings: Settings, mode: str, nkeys: int, processes: int, seconds: flo
 
 
 def _chart(results: list[Result], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     labels = [f"{r.mode}\n{r.keys} key(s)" for r in results]
     left.bar(labels, [r.rate for r in results], color="#2a7")
@@ -180,13 +178,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.processes <= 0 or args.seconds <= 0 or args.keys <= 0:
         parser.error("--processes, --seconds and --keys must be positive")
-    console = Console(width=140)
+    console = wide_console()
     args.out.mkdir(parents=True, exist_ok=True)
     results: list[Result] = []
     with local_fleet(load_settings(), say=lambda m: console.print(f"[green]✓[/] {m}"),
-                     start_workers=False, simulators=False) as fleet, Progress(
-        TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console
-    ) as progress:
+                     start_workers=False, simulators=False) as fleet, \
+            bench_progress(console) as progress:
         for nkeys in (1, args.keys):
             for mode in MODES:
                 results.append(_run(fleet.settings, mode, nkeys, args.processes,

@@ -80,16 +80,3 @@ class ToolPayload(BaseModel):
 tooling = Workflow("test-tool", payload=ToolPayload)
 tooling.tool("ask", tool="test_flaky", input=lambda ctx: {"q": ctx.payload.q})  # type: ignore[attr-defined]
 
-
-class AskPayload(BaseModel):
-    question: str
-
-
-def _ask_messages(ctx: StepContext) -> list[dict[str, str]]:
-    payload = ctx.payload
-    assert isinstance(payload, AskPayload)
-    return [{"role": "user", "content": payload.question}]
-
-
-asking = Workflow("test-llm", payload=AskPayload)
-asking.llm("answer", messages=_ask_messages, max_tokens=50)

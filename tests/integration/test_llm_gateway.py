@@ -56,7 +56,7 @@ def _use(settings: Settings, fleet: Fleet, **updates: object) -> Settings:
 
 
 def _ask(n: int) -> list[str]:
-    return [orchestrator.submit("test-llm", {"question": f"question number {i}"})
+    return [orchestrator.submit("llm-ask", {"question": f"question number {i}"})
             for i in range(n)]
 
 
