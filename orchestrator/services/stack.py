@@ -2,24 +2,107 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from config import Settings
 from orchestrator.services.postgres_server import EmbeddedPostgres
 from orchestrator.services.redis_server import EmbeddedRedis
 
 
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``, fit for printing."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    """One service a fleet uses: a configured one (``embedded`` false, the rest ``None``)
+    or one started here (with its pid, data directory, log and start time)."""
+
+    name: str
+    url: str
+    embedded: bool
+    pid: int | None = None
+    data_dir: Path | None = None
+    log_path: Path | None = None
+    started_in: float | None = None
+
+    def describe(self) -> str:
+        """One line for people, e.g. ``Redis (embedded, pid 42) at redis://...``;
+        passwords are hidden."""
+        if not self.embedded:
+            return f"{self.name} (configured) at {redact(self.url)}"
+        took = f", started in {self.started_in:.2f}s" if self.started_in is not None else ""
+        return (f"{self.name} (embedded, pid {self.pid}{took}) at {self.url}; "
+                f"data {self.data_dir}, log {self.log_path}")
+
+
+@dataclass(frozen=True)
+class ServiceStack:
+    """What :func:`started_services` yields: settings with both URLs set, and the services."""
+
+    settings: Settings
+    services: tuple[ServiceInfo, ...]
+
+    @property
+    def embedded(self) -> tuple[ServiceInfo, ...]:
+        return tuple(service for service in self.services if service.embedded)
+
+
+def _start_redis(settings: Settings, stack: ExitStack) -> ServiceInfo:
+    began = time.monotonic()
+    server = stack.enter_context(EmbeddedRedis(settings.data_dir / "redis"))
+    return ServiceInfo("Redis", server.url, embedded=True, pid=server.pid,
+                       data_dir=server.data_dir, log_path=server.log_path,
+                       started_in=time.monotonic() - began)
+
+
+def _start_postgres(settings: Settings, stack: ExitStack) -> ServiceInfo:
+    began = time.monotonic()
+    server = stack.enter_context(EmbeddedPostgres(settings.data_dir / "postgres"))
+    return ServiceInfo("PostgreSQL", server.url, embedded=True, pid=server.pid,
+                       data_dir=server.data_dir, log_path=server.log_path,
+                       started_in=time.monotonic() - began)
+
+
+@contextmanager
+def started_services(settings: Settings) -> Iterator[ServiceStack]:
+    """Resolve Redis and PostgreSQL for ``settings``, starting what is not configured.
+
+    A set ``redis_url``/``database_url`` is used as given (nothing is started or checked);
+    an unset one gets an embedded server under ``settings.data_dir`` (``redis``,
+    ``postgres``; database ``orchestrator``), stopped when the block exits, however it
+    exits. Raises :class:`~orchestrator.errors.ServiceError` when one cannot start; any
+    already started are stopped first.
+    """
+    with ExitStack() as stack:
+        if settings.redis_url is not None:
+            redis = ServiceInfo("Redis", settings.redis_url, embedded=False)
+        else:
+            redis = _start_redis(settings, stack)
+        if settings.database_url is not None:
+            postgres = ServiceInfo("PostgreSQL", settings.database_url, embedded=False)
+        else:
+            postgres = _start_postgres(settings, stack)
+        yield ServiceStack(
+            settings.with_services(redis_url=redis.url, database_url=postgres.url),
+            (redis, postgres))
+
+
 @contextmanager
 def service_stack(settings: Settings) -> Iterator[Settings]:
-    """Yield ``settings`` with both service URLs filled in: as configured, or pointing at
-    embedded servers under ``ORCH_DATA_DIR`` that stop when the block ends."""
-    with ExitStack() as stack:
-        redis_url = settings.redis_url
-        database_url = settings.database_url
-        if redis_url is None:
-            redis_url = stack.enter_context(EmbeddedRedis(settings.data_dir / "redis")).url
-        if database_url is None:
-            database_url = stack.enter_context(
-                EmbeddedPostgres(settings.data_dir / "postgres")).url
-        yield settings.with_services(redis_url=redis_url, database_url=database_url)
+    """Yield a copy of ``settings`` with ``redis_url`` and ``database_url`` filled in.
+
+    Same contract as :func:`started_services`, for callers that need only the settings.
+    """
+    with started_services(settings) as services:
+        yield services.settings

@@ -145,3 +145,27 @@ def test_postgres_outage_keeps_acknowledging_up_to_the_bound_and_loses_nothing(
             assert persisted is not None and persisted.value["n"] == n, key
     finally:
         postgres.stop()
+
+
+@pytest.mark.timeout(60)
+def test_redis_with_appendonly_keeps_every_acknowledged_write_across_a_crash(
+    settings: Settings, tmp_path: Path
+) -> None:
+    shard = EmbeddedRedis(tmp_path / "aof-shard", appendonly=True).start()
+    try:
+        on_shard = settings.model_copy(update={"state_redis_urls": [shard.url]})
+        orchestrator.configure(on_shard)
+        acknowledged = {}
+        for i in range(300):
+            key = f"customer:aof-{i % 60}"
+            acknowledged[key] = state.update(key, _bump).value["n"]
+        port = shard.port
+        shard.kill()  # SIGKILL, mid-life: no shutdown save
+        shard = EmbeddedRedis(tmp_path / "aof-shard", port=port, appendonly=True).start()
+        orchestrator.configure(on_shard)
+        for key, n in acknowledged.items():
+            record = state.get(key)
+            assert record is not None and record.value["n"] == n and record.version == n
+        assert runtime.current().state_shards[0].dirty_count() == len(acknowledged)
+    finally:
+        shard.stop()

@@ -1,0 +1,212 @@
+"""The embedded Redis and PostgreSQL: they answer, keep data across restarts and crashes,
+clean up after a crashed run, stop without leaving a process, and stay off when configured.
+
+Every server here is our own, on a free loopback port, under the test's tmp_path.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from config import Settings
+from orchestrator.errors import ServiceError
+from orchestrator.services.ports import LOOPBACK, process_alive, stop_pids
+from orchestrator.services.postgres_server import EmbeddedPostgres
+from orchestrator.services.redis_server import EmbeddedRedis
+from orchestrator.services.stack import service_stack, started_services
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _plain(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def _assert_gone(pid: int) -> None:
+    # Our own children are reaped by stop(), so the pid must not exist at all.
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+@pytest.fixture
+def postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
+    server = EmbeddedPostgres(tmp_path / "postgres").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_embedded_redis_answers_and_stop_leaves_no_process(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "redis").start()
+    try:
+        assert server.url == f"redis://127.0.0.1:{server.port}/0"
+        client = redis.Redis.from_url(server.url)
+        client.set("greeting", "hello")
+        assert client.get("greeting") == b"hello"
+        client.close()
+        pid = server.pid
+        assert pid is not None
+    finally:
+        server.stop()
+    assert server.pid is None
+    _assert_gone(pid)
+
+
+def test_embedded_redis_with_appendonly_keeps_a_key_across_restart_and_crash(
+    tmp_path: Path,
+) -> None:
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        port = server.port
+        redis.Redis.from_url(server.url).set("kept", "yes")
+        server.restart()
+        assert server.port == port
+        assert redis.Redis.from_url(server.url).get("kept") == b"yes"
+        redis.Redis.from_url(server.url).set("after-restart", "yes")
+        server.kill()  # SIGKILL: no shutdown flush
+        server.start()
+        assert redis.Redis.from_url(server.url).get("after-restart") == b"yes"
+
+
+def test_embedded_redis_without_appendonly_keeps_nothing(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path / "redis", appendonly=False) as server:
+        redis.Redis.from_url(server.url).set("lost", "yes")
+        server.restart()
+        assert redis.Redis.from_url(server.url).get("lost") is None
+    assert list((tmp_path / "redis").glob("*.aof")) == []
+
+
+def test_embedded_redis_on_a_taken_port_raises_service_error_with_the_log(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        server = EmbeddedRedis(tmp_path / "redis", port=taken.getsockname()[1])
+        with pytest.raises(ServiceError, match="ORCH_REDIS_URL") as failure:
+            server.start(timeout=10)
+    assert "Address already in use" in str(failure.value)
+    assert server.pid is None
+
+
+def test_a_data_directory_in_use_by_a_live_server_is_refused(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path / "redis") as first:
+        with pytest.raises(ServiceError, match="in use by another process"):
+            EmbeddedRedis(tmp_path / "redis").start()
+        assert first.pid is not None and process_alive(first.pid)
+
+
+def test_embedded_postgres_answers_and_keeps_data_across_restart_on_its_port(
+    postgres: EmbeddedPostgres,
+) -> None:
+    port = postgres.port
+    assert postgres.url == f"postgresql+psycopg://postgres@127.0.0.1:{port}/orchestrator"
+    with psycopg.connect(_plain(postgres.url), autocommit=True) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        conn.execute("CREATE TABLE kept (v int)")
+        conn.execute("INSERT INTO kept VALUES (42)")
+    old_pid = postgres.pid
+    postgres.restart()
+    assert postgres.port == port and postgres.pid != old_pid
+    with psycopg.connect(_plain(postgres.url)) as conn:
+        assert conn.execute("SELECT v FROM kept").fetchone() == (42,)
+
+
+def test_embedded_postgres_recovers_committed_data_after_a_kill(
+    postgres: EmbeddedPostgres,
+) -> None:
+    with psycopg.connect(_plain(postgres.url), autocommit=True) as conn:
+        conn.execute("CREATE TABLE kept (v int)")
+        conn.execute("INSERT INTO kept VALUES (7)")
+    postgres.kill()
+    assert (postgres.pgdata / "postmaster.pid").exists()  # stale, left by the crash
+    postgres.start()
+    with psycopg.connect(_plain(postgres.url)) as conn:
+        assert conn.execute("SELECT v FROM kept").fetchone() == (7,)
+
+
+def test_embedded_postgres_stop_leaves_no_process_and_refuses_connections(
+    postgres: EmbeddedPostgres,
+) -> None:
+    pid = postgres.pid
+    assert pid is not None
+    postgres.stop()
+    assert postgres.pid is None
+    _assert_gone(pid)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(_plain(postgres.url), connect_timeout=2)
+
+
+_CRASHING_RUN = """
+import sys, time
+from pathlib import Path
+from orchestrator.services.postgres_server import EmbeddedPostgres
+from orchestrator.services.redis_server import EmbeddedRedis
+data = Path(sys.argv[1])
+redis_server = EmbeddedRedis(data / "redis").start()
+postgres = EmbeddedPostgres(data / "postgres").start()
+print(redis_server.pid, postgres.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_servers_left_running_by_a_crashed_run_are_stopped_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    run = subprocess.Popen([sys.executable, "-c", _CRASHING_RUN, str(tmp_path)], cwd=REPO,
+                           stdout=subprocess.PIPE, text=True)
+    assert run.stdout is not None
+    old = [int(pid) for pid in run.stdout.readline().split()]
+    run.kill()  # the owner dies; its servers, in sessions of their own, live on
+    run.wait(10)
+    try:
+        assert len(old) == 2 and all(process_alive(pid) for pid in old)
+        with (
+            EmbeddedRedis(tmp_path / "redis") as redis_server,
+            EmbeddedPostgres(tmp_path / "postgres") as postgres,
+        ):
+            assert not any(process_alive(pid) for pid in old)
+            assert redis.Redis.from_url(redis_server.url).ping()
+            with psycopg.connect(_plain(postgres.url)) as conn:
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        stop_pids([pid for pid in old if process_alive(pid)], signal.SIGKILL, 5.0)
+
+
+def test_service_stack_with_urls_set_starts_nothing(tmp_path: Path) -> None:
+    given = Settings(redis_url="redis://:secret@127.0.0.1:1/0",
+                     database_url="postgresql+psycopg://u@127.0.0.1:1/x", data_dir=tmp_path)
+    with started_services(given) as stack:
+        assert stack.settings.redis_url == given.redis_url
+        assert stack.settings.database_url == given.database_url
+        assert stack.embedded == ()
+        assert "secret" not in stack.services[0].describe()
+    with service_stack(given) as resolved:
+        assert resolved == given
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_service_stack_without_urls_starts_both_and_stops_them(tmp_path: Path) -> None:
+    bare = Settings(redis_url=None, database_url=None, data_dir=tmp_path / "data")
+    with started_services(bare) as stack:
+        settings = stack.settings
+        assert settings.redis_url and settings.database_url
+        assert redis.Redis.from_url(settings.redis_url).ping()
+        with psycopg.connect(_plain(settings.database_url)) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == ("orchestrator",)
+        pids = [service.pid for service in stack.embedded]
+        assert [service.name for service in stack.embedded] == ["Redis", "PostgreSQL"]
+    assert (tmp_path / "data" / "redis").is_dir() and (tmp_path / "data" / "postgres").is_dir()
+    for pid in pids:
+        assert pid is not None
+        _assert_gone(pid)
