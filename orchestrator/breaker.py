@@ -202,6 +202,10 @@ class FleetBreaker:
         for listener in self.pybreaker.listeners:
             listener.state_change(self.pybreaker, old, new)  # type: ignore[arg-type]
 
+    def is_open(self) -> bool:
+        """True while the fleet's breaker is open (one Redis read)."""
+        return self.enabled and self.client.hget(self._key, "state") == b"open"
+
     def force(self, state: str) -> None:
         """Force ``open`` (stays open, no probes, until forced closed) or ``closed``."""
         if state not in (pybreaker.STATE_OPEN, pybreaker.STATE_CLOSED):

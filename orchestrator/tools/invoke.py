@@ -12,11 +12,15 @@ import httpx
 import pybreaker
 
 from orchestrator import runtime
+from orchestrator.breaker import FleetBreaker
 from orchestrator.errors import StepFailed, TransientStepError
 from orchestrator.telemetry import count
 from orchestrator.tools.registry import Tool, tools
 
 log = logging.getLogger(__name__)
+# How often a waiting call looks at its breaker: the most an open breaker leaves a
+# worker waiting on a call already in flight.
+WATCH_INTERVAL = 0.1
 
 
 @dataclass(frozen=True)
@@ -48,26 +52,40 @@ def _call_http(tool: Tool, payload: dict[str, Any]) -> Any:
         raise TransientStepError(f"tool {tool.name!r} answered with non-JSON") from None
 
 
-def _call_fn(tool: Tool, payload: dict[str, Any]) -> Any:
-    """Run a callable tool under its read timeout. A Python call cannot be cancelled, so
-    one that overruns keeps its thread until it returns, but the step stops waiting."""
-    assert tool.fn is not None
-    future = runtime.current().tool_threads.submit(tool.fn, payload)
+def _run(tool: Tool, payload: dict[str, Any]) -> Any:
+    """The tool itself, errors classified (runs on a tool thread)."""
+    if tool.fn is None:
+        return _call_http(tool, payload)
     try:
-        return future.result(timeout=tool.timeout.read)
-    except concurrent.futures.TimeoutError:
-        raise TransientStepError(
-            f"tool {tool.name!r} timed out after {tool.timeout.read:.1f}s") from None
+        return tool.fn(payload)
     except (StepFailed, TransientStepError):
         raise
     except Exception as exc:
         raise TransientStepError(f"tool {tool.name!r}: {type(exc).__name__}: {exc}") from exc
 
 
-def _call(tool: Tool, payload: dict[str, Any]) -> Any:
-    if tool.fn is not None:
-        return _call_fn(tool, payload)
-    return _call_http(tool, payload)
+class Abandoned(Exception):
+    """The tool's breaker opened while this call waited: its answer is no longer awaited."""
+
+
+def _call(tool: Tool, payload: dict[str, Any], breaker: FleetBreaker) -> Any:
+    """Run the tool on a tool thread and wait for it, at most its timeout, and only while
+    its breaker stays closed: once the fleet has seen the tool fail, calls already in
+    flight stop waiting too. The thread of an abandoned call runs on until the tool's own
+    timeout ends it; the worker's slot is free at once."""
+    future = runtime.current().tool_threads.submit(_run, tool, payload)
+    limit = tool.timeout.read + (tool.timeout.connect if tool.is_http else 0.0)
+    deadline = time.monotonic() + limit
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            return future.result(timeout=max(0.0, min(WATCH_INTERVAL, remaining)))
+        except concurrent.futures.TimeoutError:
+            if remaining <= WATCH_INTERVAL:
+                raise TransientStepError(
+                    f"tool {tool.name!r} timed out after {limit:.1f}s") from None
+            if breaker.is_open():
+                raise Abandoned(tool.name) from None
 
 
 def invoke(name: str, payload: dict[str, Any], *, last_attempt: bool) -> ToolOutcome:
@@ -84,8 +102,8 @@ def invoke(name: str, payload: dict[str, Any], *, last_attempt: bool) -> ToolOut
     def timed_call() -> Any:
         started = time.monotonic()
         try:
-            return _call(tool, payload)
-        except TransientStepError:
+            return _call(tool, payload, breaker)
+        except (TransientStepError, Abandoned):
             # Worker time lost to a failing tool: what breakers exist to save.
             count(rt.redis, f"tool_blocked_ms:{tool.name}",
                   int((time.monotonic() - started) * 1000))
@@ -94,7 +112,7 @@ def invoke(name: str, payload: dict[str, Any], *, last_attempt: bool) -> ToolOut
     try:
         return ToolOutcome(breaker.call(
             timed_call, is_failure=lambda exc: isinstance(exc, TransientStepError)))
-    except pybreaker.CircuitBreakerError:
+    except (pybreaker.CircuitBreakerError, Abandoned):
         return ToolOutcome(tool.fallback(payload), fallback=True)
     except TransientStepError as exc:
         if not last_attempt:
