@@ -53,7 +53,10 @@ def submit(
         idempotency_key=idempotency_key,
     )
     inflight = rt.inflight
-    if not inflight.claim_dispatch(invocation_id):
+    # Only a repeated idempotency key can reach an existing invocation, so only keyed
+    # submits need to agree on who publishes its chain.
+    keyed = idempotency_key is not None
+    if keyed and not inflight.claim_dispatch(invocation_id):
         return invocation_id  # a submit with this key published it, or is publishing it
     if existing is not None and existing is not InvocationStatus.QUEUED:
         inflight.mark_dispatched(invocation_id)
@@ -68,11 +71,13 @@ def submit(
         dispatch(rt.producer, definition, context)
     except Exception:
         # Nothing was enqueued: leave nothing behind, so a retry with this key works.
-        inflight.forget(invocation_id)
+        if keyed:
+            inflight.forget(invocation_id)
         if existing is None:
             rt.store.delete(invocation_id)
         raise
-    inflight.mark_dispatched(invocation_id)
+    if keyed:
+        inflight.mark_dispatched(invocation_id)
     return invocation_id
 
 

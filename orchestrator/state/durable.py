@@ -19,6 +19,7 @@ from sqlalchemy.orm.exc import StaleDataError
 from orchestrator.errors import VersionConflict
 from orchestrator.state.record import Record
 from orchestrator.store.models import Base
+from orchestrator.store.reconnect import reconnecting
 
 
 class StateRow(Base):
@@ -37,6 +38,7 @@ class DurableState:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
+    @reconnecting
     def get(self, key: str) -> Record | None:
         with Session(self.engine) as session:
             row = session.get(StateRow, key)

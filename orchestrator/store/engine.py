@@ -6,14 +6,13 @@ from sqlalchemy import Engine, create_engine
 
 
 def make_engine(url: str, *, pool_size: int = 5) -> Engine:
-    """An engine for ``url``. Connections are pinged at checkout, so a restarted
-    PostgreSQL costs a reconnect, not an error (the hot path checks out twice per
-    invocation: at submit and at the end)."""
+    """An engine for ``url``. No ping at checkout (a round trip each time): the store's
+    methods retry once on a dead connection instead (:mod:`orchestrator.store.reconnect`)."""
     return create_engine(
         url,
         pool_size=pool_size,
         max_overflow=10,
-        pool_pre_ping=True,
+        pool_pre_ping=False,
         pool_recycle=1800,
         connect_args={"connect_timeout": 5},
     )

@@ -21,6 +21,7 @@ from orchestrator.invocation import (
     StepStatus,
     TokenUsage,
 )
+from orchestrator.store.reconnect import reconnecting
 
 _CREATE = text(
     """
@@ -66,6 +67,7 @@ class InvocationStore:
         # PostgreSQL runs a single statement in its own transaction.
         self.auto = engine.execution_options(isolation_level="AUTOCOMMIT")
 
+    @reconnecting
     def create(
         self,
         *,
@@ -95,11 +97,13 @@ class InvocationStore:
             ).one()
         return str(existing[0]), InvocationStatus(existing[1])
 
+    @reconnecting
     def delete(self, invocation_id: str) -> None:
         """Remove an invocation whose dispatch failed, so a retry with its key can succeed."""
         with self.auto.connect() as conn:
             conn.execute(text("DELETE FROM invocations WHERE id = :id"), {"id": invocation_id})
 
+    @reconnecting
     def complete(
         self,
         invocation_id: str,
@@ -123,6 +127,7 @@ class InvocationStore:
             ).first()
         return row is not None
 
+    @reconnecting
     def status(self, invocation_id: str) -> InvocationStatus | None:
         with self.auto.connect() as conn:
             value = conn.execute(
@@ -130,6 +135,7 @@ class InvocationStore:
             ).scalar()
         return None if value is None else InvocationStatus(value)
 
+    @reconnecting
     def get(self, invocation_id: str) -> Invocation | None:
         """The invocation with its recorded steps, or None when no such id exists."""
         with self.auto.connect() as conn:
@@ -144,6 +150,7 @@ class InvocationStore:
             ).mappings().all()
         return _to_invocation(row, [_step_from_row(s) for s in steps])
 
+    @reconnecting
     def status_of(self, invocation_ids: list[str]) -> dict[str, InvocationStatus]:
         """Status per id, in one query (ids not found are absent)."""
         if not invocation_ids:
@@ -155,6 +162,7 @@ class InvocationStore:
             ).all()
         return {str(r[0]): InvocationStatus(r[1]) for r in rows}
 
+    @reconnecting
     def finished_count(self, invocation_ids: list[str]) -> int:
         """How many of ``invocation_ids`` have succeeded or failed."""
         with self.auto.connect() as conn:
@@ -164,6 +172,7 @@ class InvocationStore:
                 {"ids": invocation_ids},
             ).scalar_one())
 
+    @reconnecting
     def last_finished_at(self, invocation_ids: list[str]) -> float:
         """The latest ``finished_at`` among ``invocation_ids``, as a Unix timestamp."""
         with self.auto.connect() as conn:
@@ -173,6 +182,7 @@ class InvocationStore:
                 {"ids": invocation_ids},
             ).scalar_one())
 
+    @reconnecting
     def counts(self) -> dict[str, int]:
         """Invocations per status."""
         with self.auto.connect() as conn:
