@@ -106,7 +106,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     counter = f"bench:bare:{uuid.uuid4().hex[:8]}"
     with local_fleet(settings, say=lambda m: console.print(f"[green]✓[/] {m}"),
-                     start_workers=False) as fleet:
+                     start_workers=False, simulators=False) as fleet:
         env = fleet.settings.environment()
         log_dir = fleet.settings.data_dir / "logs"
         full_worker = WorkerProcess(env, "agents", pool="prefork",
