@@ -20,8 +20,8 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_BACKPRESSURE = 3
 
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 app = typer.Typer(
     name="orchestrator",
@@ -87,11 +87,13 @@ def worker(
 def flusher(
     batch: Annotated[int, typer.Option(min=1, max=10_000, help="records per round")] = 500,
     interval: Annotated[float, typer.Option(min=0.001, help="seconds between idle rounds")] = 0.05,
+    pace: Annotated[float, typer.Option(min=0.0, help="minimum seconds between rounds "
+                                                      "(spares PostgreSQL)")] = 0.0,
 ) -> None:
     """Persist the memory layer's dirty records to PostgreSQL until stopped."""
     from orchestrator.cli.flusher import run_flusher
 
-    run_flusher(batch=batch, interval=interval)
+    run_flusher(batch=batch, interval=interval, pace=pace)
 
 
 @app.command()

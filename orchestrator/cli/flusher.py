@@ -11,7 +11,7 @@ from orchestrator import runtime
 from orchestrator.state.flusher import Flusher
 
 
-def run_flusher(*, batch: int, interval: float) -> None:
+def run_flusher(*, batch: int, interval: float, pace: float = 0.0) -> None:
     """One flushing thread per shard; SIGTERM or Ctrl-C stops them after their round."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     rt = runtime.current()
@@ -25,7 +25,7 @@ def run_flusher(*, batch: int, interval: float) -> None:
     threads = []
     for shard in rt.state_shards:
         flusher = Flusher(shard, rt.engine, owner=runtime.owner_id() + f":{shard.name}",
-                          batch=batch, interval=interval)
+                          batch=batch, interval=interval, pace=pace)
         thread = threading.Thread(target=flusher.run, args=(stop,), name=f"flush-{shard.name}")
         thread.start()
         threads.append(thread)

@@ -53,12 +53,14 @@ class Flusher:
     """Drains one shard's dirty index into PostgreSQL."""
 
     def __init__(self, shard: Shard, engine: Engine, *, owner: str, batch: int = 500,
-                 interval: float = 0.05, lease_seconds: float = 10.0) -> None:
+                 interval: float = 0.05, lease_seconds: float = 10.0,
+                 pace: float = 0.0) -> None:
         self.shard = shard
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         self.owner = owner
         self.batch = batch
         self.interval = interval
+        self.pace = pace
         self.lease_ms = int(lease_seconds * 1000)
         self.prefix_len = len(STATE_RECORD.format(key=""))
 
@@ -119,6 +121,8 @@ class Flusher:
                 continue
             if result.read < self.batch:
                 stop.wait(self.interval)
+            elif self.pace:
+                stop.wait(self.pace)
         if self.shard.client.get(STATE_FLUSHER_LEASE) == self.owner.encode():
             self.shard.client.delete(STATE_FLUSHER_LEASE)
 

@@ -111,7 +111,7 @@ def test_killed_flusher_is_finished_by_the_next(settings: Settings, tmp_path: Pa
     shards = runtime.current().state_shards
     assert sum(s.dirty_count() for s in shards) == len(keys)
     first = FlusherProcess(settings.environment(), log_dir=tmp_path, name="flusher-1",
-                           args=["--batch", "100", "--interval", "0.3"]).start()
+                           args=["--batch", "100", "--pace", "0.2"]).start()
     assert wait_for(lambda: sum(s.dirty_count() for s in shards) < len(keys), timeout=30)
     first.kill()  # mid-drain: whatever round it was in is left half done
     left = sum(s.dirty_count() for s in shards)
