@@ -14,12 +14,12 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 import psycopg
 from psycopg import sql
 
 from orchestrator.errors import ServiceError
+from orchestrator.services.lifecycle import ManagedServer
 from orchestrator.services.ports import (
     LOOPBACK,
     DirectoryLock,
@@ -110,7 +110,7 @@ def _own_tree(path: Path, user: pwd.struct_passwd) -> None:
             os.chown(os.path.join(root, name), user.pw_uid, user.pw_gid, follow_symlinks=False)
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(ManagedServer):
     """PostgreSQL on 127.0.0.1:``port`` with its cluster under ``data_dir``; trust auth.
 
     - ``port``: chosen free at construction when not given, then kept, so :meth:`restart`
@@ -223,7 +223,8 @@ class EmbeddedPostgres:
             for lock in socket_dir.glob(".s.PGSQL.*.lock"):
                 lock.unlink(missing_ok=True)
 
-    def start(self, timeout: float = 60.0) -> EmbeddedPostgres:
+    def start(self, timeout: float | None = None) -> EmbeddedPostgres:
+        timeout = 60.0 if timeout is None else timeout
         """Start the server (creating the cluster the first time), wait until it accepts
         connections, and create the database if missing; a no-op while it runs.
 
@@ -322,17 +323,3 @@ class EmbeddedPostgres:
         self._socket_dir = None
         self._lock.release()
 
-    def restart(self, timeout: float = 60.0) -> EmbeddedPostgres:
-        """Stop, then start again on the same port and cluster."""
-        self.stop()
-        return self.start(timeout)
-
-    def __enter__(self) -> EmbeddedPostgres:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        return f"EmbeddedPostgres({self.data_dir}, port={self.port}, pid={self.pid})"

@@ -12,9 +12,9 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 from orchestrator.errors import ServiceError
+from orchestrator.services.lifecycle import ManagedServer
 from orchestrator.services.ports import (
     LOOPBACK,
     DirectoryLock,
@@ -76,7 +76,7 @@ def server_pid(host: str, port: int, timeout: float) -> int | None:
     return int(found.group(1)) if found else None
 
 
-class EmbeddedRedis:
+class EmbeddedRedis(ManagedServer):
     """``redis-server`` on 127.0.0.1:``port`` keeping its data in ``data_dir``.
 
     - ``port``: chosen free at construction when not given, then kept, so :meth:`restart`
@@ -131,7 +131,8 @@ class EmbeddedRedis:
             "--logfile", "",  # to stdout, i.e. our log file, with any startup error
         ]
 
-    def start(self, timeout: float = 15.0) -> EmbeddedRedis:
+    def start(self, timeout: float | None = None) -> EmbeddedRedis:
+        timeout = 15.0 if timeout is None else timeout
         """Start the server and wait until it answers; a no-op while it runs.
 
         Raises :class:`ServiceError` (with the end of the log) when it exits or does not
@@ -197,17 +198,3 @@ class EmbeddedRedis:
             self._proc = None
             self._lock.release()
 
-    def restart(self, timeout: float = 15.0) -> EmbeddedRedis:
-        """Stop, then start again on the same port and data directory."""
-        self.stop()
-        return self.start(timeout)
-
-    def __enter__(self) -> EmbeddedRedis:
-        return self.start()
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        return f"EmbeddedRedis({self.data_dir}, port={self.port}, pid={self.pid})"
