@@ -1,0 +1,100 @@
+"""The simulators behave like the services they stand in for: limits, headers, outages."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+
+from orchestrator.simulators.llm_provider import LLMSimConfig
+from orchestrator.simulators.llm_provider import create_app as llm_app
+from orchestrator.simulators.server import ServerHandle, start_server
+from orchestrator.simulators.tool_server import ToolSimConfig
+from orchestrator.simulators.tool_server import create_app as tools_app
+
+KEY = "sim-key-1"
+
+
+@pytest.fixture
+def llm() -> Iterator[ServerHandle]:
+    handle = start_server(llm_app(LLMSimConfig(keys=(KEY,), rpm=5, concurrency=2,
+                                               latency=0.3, jitter=0.0)))
+    yield handle
+    handle.stop()
+
+
+def _chat(url: str, key: str = KEY, max_tokens: int = 20) -> httpx.Response:
+    return httpx.post(f"{url}/v1/chat/completions", timeout=10,
+                      headers={"Authorization": f"Bearer {key}"},
+                      json={"model": "m", "max_tokens": max_tokens,
+                            "messages": [{"role": "user", "content": "hello there"}]})
+
+
+def test_official_openai_client_works_against_the_simulator(llm: ServerHandle) -> None:
+    client = openai.OpenAI(base_url=f"{llm.url}/v1", api_key=KEY, max_retries=0)
+    reply = client.chat.completions.create(
+        model="sim-gpt", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content
+    assert reply.usage is not None and reply.usage.completion_tokens == 10
+
+
+def test_unknown_key_is_401_and_never_echoed(llm: ServerHandle) -> None:
+    response = _chat(llm.url, key="sk-not-a-key-123")
+    assert response.status_code == 401
+    assert "sk-not-a-key-123" not in response.text
+
+
+def test_concurrency_limit_gives_429_with_retry_after_and_ratelimit_headers(
+    llm: ServerHandle,
+) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(lambda _: _chat(llm.url), range(4)))
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [200, 200, 429, 429]
+    limited = next(r for r in responses if r.status_code == 429)
+    assert float(limited.headers["retry-after"]) > 0
+    for header in ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests",
+                   "x-ratelimit-reset-requests", "x-ratelimit-remaining-tokens"):
+        assert header in limited.headers
+    stats = httpx.get(f"{llm.url}/stats").json()
+    assert stats["keys"]["0"]["429_concurrency"] == 2
+    assert stats["keys"]["0"]["max_in_flight"] == 2
+    assert KEY not in str(stats)
+
+
+def test_rpm_limit_counts_a_rolling_minute(llm: ServerHandle) -> None:
+    codes = [_chat(llm.url).status_code for _ in range(6)]
+    assert codes == [200] * 5 + [429]
+    stats = httpx.get(f"{llm.url}/stats").json()["keys"]["0"]
+    assert stats["429_rpm"] == 1 and stats["max_requests_60s"] == 5
+
+
+def test_outage_and_revocation_switch_at_run_time(llm: ServerHandle) -> None:
+    httpx.post(f"{llm.url}/admin/config", json={"outage": True}).raise_for_status()
+    assert _chat(llm.url).status_code == 503
+    httpx.post(f"{llm.url}/admin/config", json={"outage": False}).raise_for_status()
+    httpx.post(f"{llm.url}/admin/revoke", json={"key": KEY}).raise_for_status()
+    assert _chat(llm.url).status_code == 401
+    bad = httpx.post(f"{llm.url}/admin/config", json={"no_such": 1})
+    assert bad.status_code == 400 and "unknown settings" in bad.text
+
+
+def test_tool_server_latency_outage_and_stats() -> None:
+    with start_server(tools_app(ToolSimConfig(latency=0.01, jitter=0.0,
+                                              hang_seconds=1.0))) as tools:
+        ok = httpx.post(f"{tools.url}/tools/lookup_order", json={"customer_id": "c1"})
+        assert ok.status_code == 200 and ok.json()["customer_id"] == "c1"
+        assert httpx.post(f"{tools.url}/tools/nope", json={}).status_code == 404
+        httpx.post(f"{tools.url}/admin/outage",
+                   json={"tool": "lookup_order", "mode": "error"}).raise_for_status()
+        assert httpx.post(f"{tools.url}/tools/lookup_order", json={}).status_code == 503
+        httpx.post(f"{tools.url}/admin/outage",
+                   json={"tool": "lookup_order", "mode": "hang"}).raise_for_status()
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{tools.url}/tools/lookup_order", json={}, timeout=0.3)
+        stats = httpx.get(f"{tools.url}/stats").json()["tools"]["lookup_order"]
+        assert stats["calls"] == 3 and stats["ok"] == 1 and stats["errors"] == 1
+        assert stats["hangs"] == 1
