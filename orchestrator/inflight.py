@@ -43,6 +43,8 @@ class Begin:
     remaining: float = 0.0
     previous: str = ""
     now_ms: int = 0
+    # Done records of the invocation's steps, when ``begin`` was asked for them.
+    records: dict[int, dict[str, Any]] | None = None
 
     @property
     def took_over(self) -> bool:
@@ -66,11 +68,15 @@ class InFlight:
         return INFLIGHT.format(invocation_id=invocation_id)
 
     def begin(self, invocation_id: str, index: int, owner: str, lease: float,
-              *, steal: str = "") -> Begin:
-        """Claim step ``index`` for ``lease`` seconds (replacing ``steal`` if it holds it)."""
+              *, steal: str = "", with_records: bool = False) -> Begin:
+        """Claim step ``index`` for ``lease`` seconds (replacing ``steal`` if it holds it).
+
+        ``with_records``: a claimed ``Begin`` also carries the done records of the other
+        steps (a step that ends the invocation needs them), saving a round trip.
+        """
         reply = self._begin(
             keys=[self.key(invocation_id)],
-            args=[index, owner, int(lease * 1000), self.ttl, steal],
+            args=[index, owner, int(lease * 1000), self.ttl, steal, int(with_records)],
         )
         state = reply[0].decode()
         if state == "done":
@@ -78,7 +84,13 @@ class InFlight:
         if state == "busy":
             return Begin(BeginState.BUSY, holder=reply[1].decode(),
                          remaining=int(reply[2]) / 1000.0)
-        return Begin(BeginState.CLAIMED, previous=reply[1].decode(), now_ms=int(reply[2]))
+        records = None
+        if with_records:
+            pairs = reply[3:]
+            records = {int(pairs[i][5:]): json.loads(pairs[i + 1])
+                       for i in range(0, len(pairs), 2)}
+        return Begin(BeginState.CLAIMED, previous=reply[1].decode(), now_ms=int(reply[2]),
+                     records=records)
 
     def finish(self, invocation_id: str, index: int, owner: str, record: dict[str, Any],
                *, queue: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 -- Begin a step delivery. KEYS[1]: the invocation's in-flight hash.
--- ARGV: index, owner, lease_ms, ttl_s, steal (the dead owner we may replace, or "").
+-- ARGV: index, owner, lease_ms, ttl_s, steal (the dead owner we may replace, or ""),
+--       with_records ("1": also return every done record, for a step that ends the run).
 -- Returns {"done", output_json} | {"busy", owner, remaining_ms}
---       | {"claimed", previous, now_ms}
+--       | {"claimed", previous, now_ms, [done_field, record_json]...}
 -- where previous is the owner of an expired or stolen claim ("" when the step is fresh)
 -- and now_ms is Redis TIME, the clock of step timestamps.
 local t = redis.call("TIME")
@@ -25,4 +26,14 @@ end
 redis.call("HSET", KEYS[1], "claim:" .. idx, ARGV[2] .. "|" .. tostring(now + tonumber(ARGV[3])),
            "started:" .. idx, tostring(now))
 redis.call("EXPIRE", KEYS[1], tonumber(ARGV[4]))
-return {"claimed", previous, tostring(now)}
+local reply = {"claimed", previous, tostring(now)}
+if ARGV[6] == "1" then
+  local all = redis.call("HGETALL", KEYS[1])
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, 5) == "done:" then
+      reply[#reply + 1] = all[i]
+      reply[#reply + 1] = all[i + 1]
+    end
+  end
+end
+return reply

@@ -16,7 +16,7 @@ from typing import Any
 
 from orchestrator import runtime
 from orchestrator.errors import RetryLater, StepBusy, StepFailed, TransientStepError
-from orchestrator.inflight import BeginState, InFlight
+from orchestrator.inflight import Begin, BeginState, InFlight
 from orchestrator.invocation import InvocationStatus, StepStatus
 from orchestrator.workflow import (
     LLMStep,
@@ -94,9 +94,11 @@ def run_step(context: Context, index: int, *, retries: int) -> Context:
     owner = runtime.owner_id()
     lease = settings.step_lease_seconds
 
-    begin = inflight.begin(invocation_id, index, owner, lease)
+    ends_run = index == len(workflow.steps) - 1
+    begin = inflight.begin(invocation_id, index, owner, lease, with_records=ends_run)
     if begin.state is BeginState.BUSY and begin.holder and runtime.owner_is_dead(begin.holder):
-        begin = inflight.begin(invocation_id, index, owner, lease, steal=begin.holder)
+        begin = inflight.begin(invocation_id, index, owner, lease, steal=begin.holder,
+                               with_records=ends_run)
     if begin.state is BeginState.DONE:
         assert begin.record is not None
         if begin.record["status"] != StepStatus.DONE.value:
@@ -118,7 +120,7 @@ def run_step(context: Context, index: int, *, retries: int) -> Context:
             return context
     try:
         return _run_claimed(context, workflow, index, retries=retries, inflight=inflight,
-                            owner=owner, now_ms=begin.now_ms)
+                            owner=owner, begin=begin)
     except RetryLater:
         inflight.release(invocation_id, index, owner)
         raise
@@ -142,13 +144,18 @@ def _record(step: Step, *, status: StepStatus, attempts: int, started_ms: int,
 
 
 def _finish(context: Context, workflow: Workflow, index: int, record: dict[str, Any], *,
-            inflight: InFlight, owner: str) -> dict[str, Any]:
+            inflight: InFlight, owner: str, begin: Begin) -> dict[str, Any]:
     """Record the step; after the last step or a failure, write the invocation's end to
     PostgreSQL first, so "done" in Redis never stands for an end PostgreSQL lacks."""
     invocation_id = str(context["invocation_id"])
     failed = record["status"] == StepStatus.FAILED.value
     if failed or index == len(workflow.steps) - 1:
-        _, records, _ = inflight.snapshot(invocation_id)
+        # Steps before this one were done before it began, so the records its begin
+        # brought back are complete; only a failure elsewhere needs to read them now.
+        if begin.records is not None:
+            records = dict(begin.records)
+        else:
+            _, records, _ = inflight.snapshot(invocation_id)
         records[index] = record
         steps = [{"idx": i, **r} for i, r in sorted(records.items())]
         runtime.current().store.complete(
@@ -163,7 +170,7 @@ def _finish(context: Context, workflow: Workflow, index: int, record: dict[str, 
 
 
 def _run_claimed(context: Context, workflow: Workflow, index: int, *, retries: int,
-                 inflight: InFlight, owner: str, now_ms: int) -> Context:
+                 inflight: InFlight, owner: str, begin: Begin) -> Context:
     settings = runtime.current().settings
     invocation_id = str(context["invocation_id"])
     step = workflow.step_at(index)
@@ -180,10 +187,10 @@ def _run_claimed(context: Context, workflow: Workflow, index: int, *, retries: i
     def record(status: StepStatus, outcome: StepOutcome | None,
                error: str | None) -> dict[str, Any]:
         return _finish(context, workflow, index,
-                       _record(step, status=status, attempts=retries + 1, started_ms=now_ms,
-                               duration=time.monotonic() - started, outcome=outcome,
-                               error=error),
-                       inflight=inflight, owner=owner)
+                       _record(step, status=status, attempts=retries + 1,
+                               started_ms=begin.now_ms, duration=time.monotonic() - started,
+                               outcome=outcome, error=error),
+                       inflight=inflight, owner=owner, begin=begin)
 
     try:
         outcome = _execute(step, ctx, last_attempt=last_attempt)
