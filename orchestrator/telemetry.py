@@ -32,8 +32,11 @@ def sample(client: redis.Redis, name: str, seconds: float, *, every: int = SAMPL
         return
     key = METRIC_SAMPLES.format(name=name)
     try:
-        client.lpush(key, f"{seconds:.6f}")
-        client.ltrim(key, 0, METRIC_SAMPLES_KEPT - 1)
+        # One round trip: the sampled call's caller is waiting on it.
+        pipe = client.pipeline(transaction=False)
+        pipe.lpush(key, f"{seconds:.6f}")
+        pipe.ltrim(key, 0, METRIC_SAMPLES_KEPT - 1)
+        pipe.execute()
     except redis.RedisError as exc:
         log.debug("metric sample %s not kept: %s", name, exc)
 
