@@ -220,6 +220,11 @@ class FleetBreaker:
         pipe.delete(self._window, self._probe)
         pipe.sadd(BREAKER_NAMES, self.name)
         pipe.execute()
+        if old == state:
+            # Not a transition (no event, no metric); only its error window was reset.
+            log.warning("breaker %s: forced %s by an operator (it was %s already; its error "
+                        "window is reset)", self.name, state, old)
+            return
         self._report(old, state, "forced by an operator")
 
     def status(self) -> BreakerStatus:

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 import orchestrator
 from config import Settings
-from orchestrator import runtime
-from orchestrator.breaker import BreakerPolicy, FleetBreaker
+from orchestrator import runtime, telemetry
+from orchestrator.breaker import BreakerPolicy, FleetBreaker, recent_events
 from orchestrator.cli.app import app
 from orchestrator.invocation import InvocationStatus
 from tests.breaker_workers import race_for_probe
@@ -118,3 +118,24 @@ def test_operator_forces_open_and_close_from_the_cli(settings: Settings, fleet: 
     assert not normal.steps[0].fallback and normal.output == {"answer": 4}
     unknown = runner.invoke(app, ["breakers", "open", "no_such_tool"], env=env)
     assert unknown.exit_code != 0
+
+
+def test_forcing_the_state_a_breaker_already_has_records_no_transition(
+    settings: Settings,
+) -> None:
+    client = _client(settings)
+    name = f"same-{uuid.uuid4().hex[:6]}"
+    breaker = FleetBreaker(client, name, POLICY, owner=lambda: "test")
+
+    def transitions() -> tuple[list[str], dict[str, int]]:
+        mine = {k: v for k, v in telemetry.counters(client).items() if f":{name}:" in k}
+        return [e for e in recent_events(client) if f"|{name}|" in e], mine
+
+    breaker.force("closed")  # closed already
+    assert transitions() == ([], {})
+    breaker.force("open")
+    events, counts = transitions()
+    assert len(events) == 1 and "|closed|open|" in events[0]
+    assert counts == {f"breaker_transitions:{name}:open": 1}
+    breaker.force("open")  # open already: still one transition
+    assert transitions() == (events, counts)
