@@ -1,28 +1,67 @@
-"""What both embedded servers share: restart, use as a context manager, a readable repr."""
+"""What both embedded servers share: the child process's bookkeeping, stopping and
+killing it, restart, use as a context manager, a readable repr."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from orchestrator.services.ports import DirectoryLock, kill_child, stop_child
+
 
 class ManagedServer:
-    """A server process of ours with ``start(timeout)`` and ``stop()``."""
+    """A server process of ours. Each server has its own ``start(timeout)``, which sets
+    ``_proc`` after acquiring ``_lock``; stopping is shared:
+
+    - ``stop_signal``: what asks the server to shut down cleanly; SIGKILL follows after
+      ``stop_timeout`` seconds.
+    """
 
     data_dir: Path
     port: int
-    default_start_timeout: float = 30.0
+    stop_signal: signal.Signals = signal.SIGTERM
+    stop_timeout: float = 10.0
+    _proc: subprocess.Popen[bytes] | None
+    _lock: DirectoryLock
 
     @property
     def pid(self) -> int | None:
-        raise NotImplementedError
+        """The server's pid while it runs (started by this object), else ``None``."""
+        if self._proc is None or self._proc.poll() is not None:
+            return None
+        return self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
 
     def start(self, timeout: float | None = None) -> Self:
         raise NotImplementedError
 
-    def stop(self) -> None:
-        raise NotImplementedError
+    def stop(self, timeout: float | None = None) -> None:
+        """``stop_signal``, then SIGKILL after ``timeout`` (default ``stop_timeout``)
+        seconds. Returns once the server is gone; a no-op when not running."""
+        try:
+            if self._proc is not None:
+                stop_child(self._proc, self.stop_signal,
+                           self.stop_timeout if timeout is None else timeout)
+        finally:
+            self._after_exit()
+
+    def kill(self) -> None:
+        """SIGKILL without warning: a crash, for tests of what survives one."""
+        try:
+            if self._proc is not None:
+                kill_child(self._proc)
+        finally:
+            self._after_exit()
+
+    def _after_exit(self) -> None:
+        self._proc = None
+        self._lock.release()
 
     def restart(self, timeout: float | None = None) -> Self:
         """Stop, then start again on the same port and data directory."""

@@ -25,10 +25,8 @@ from orchestrator.services.ports import (
     DirectoryLock,
     can_find_processes,
     free_port,
-    kill_child,
     log_tail,
     processes_in,
-    stop_child,
     stop_pids,
 )
 
@@ -130,6 +128,12 @@ class EmbeddedPostgres(ManagedServer):
     Without /proc (not Linux) leftovers cannot be found and PostgreSQL's own checks apply.
     """
 
+    # Fast shutdown (what ``pg_ctl stop -m fast`` does): sessions are cut, committed data
+    # kept. After a kill, the next start recovers from the WAL and clears the stale
+    # ``postmaster.pid``.
+    stop_signal = signal.SIGINT
+    stop_timeout = 30.0
+
     def __init__(self, data_dir: Path, port: int | None = None,
                  database: str = "orchestrator") -> None:
         self.data_dir = Path(data_dir).resolve()
@@ -152,17 +156,6 @@ class EmbeddedPostgres(ManagedServer):
     @property
     def log_path(self) -> Path:
         return self.data_dir / "postgres.log"
-
-    @property
-    def pid(self) -> int | None:
-        """The postmaster's pid while it runs (started by this object), else ``None``."""
-        if self._proc is None or self._proc.poll() is not None:
-            return None
-        return self._proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self.pid is not None
 
     def _conninfo(self, database: str) -> str:
         return f"host={LOOPBACK} port={self.port} user={SUPERUSER} dbname={database}"
@@ -293,33 +286,11 @@ class EmbeddedPostgres(ManagedServer):
             raise ServiceError(f"could not create database {self.database!r} in the embedded "
                                f"PostgreSQL: {exc}") from exc
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Fast shutdown (what ``pg_ctl stop -m fast`` does: SIGINT, sessions are cut,
-        committed data kept), SIGKILL to the server and its backends after ``timeout``.
-
-        Returns once the server is gone; a no-op when not running.
-        """
-        try:
-            if self._proc is not None:
-                stop_child(self._proc, signal.SIGINT, timeout)
-        finally:
-            self._after_exit()
-
-    def kill(self) -> None:
-        """SIGKILL the server and its backends: a crash, recovered from the WAL at the next
-        start (which also clears the stale ``postmaster.pid`` it leaves)."""
-        try:
-            if self._proc is not None:
-                kill_child(self._proc)
-        finally:
-            self._after_exit()
-
     def _after_exit(self) -> None:
-        self._proc = None
         if self._socket_dir is not None and self._socket_dir.parent != self.data_dir:
             for leftover in self._socket_dir.iterdir():
                 leftover.unlink(missing_ok=True)
             self._socket_dir.rmdir()
         self._socket_dir = None
-        self._lock.release()
+        super()._after_exit()
 

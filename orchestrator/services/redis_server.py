@@ -19,10 +19,8 @@ from orchestrator.services.ports import (
     LOOPBACK,
     DirectoryLock,
     free_port,
-    kill_child,
     log_tail,
     processes_in,
-    stop_child,
     stop_pids,
 )
 
@@ -95,6 +93,8 @@ class EmbeddedRedis(ManagedServer):
     listen on another port. A data directory a live run holds raises :class:`ServiceError`.
     """
 
+    stop_signal = signal.SIGTERM  # Redis flushes its AOF, then exits
+
     def __init__(self, data_dir: Path, port: int | None = None, *, appendonly: bool = True,
                  binary: Path | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
@@ -109,17 +109,6 @@ class EmbeddedRedis(ManagedServer):
     def url(self) -> str:
         """``redis://127.0.0.1:<port>/0``."""
         return f"redis://{LOOPBACK}:{self.port}/0"
-
-    @property
-    def pid(self) -> int | None:
-        """The server's pid while it runs (started by this object), else ``None``."""
-        if self._proc is None or self._proc.poll() is not None:
-            return None
-        return self._proc.pid
-
-    @property
-    def running(self) -> bool:
-        return self.pid is not None
 
     @property
     def log_path(self) -> Path:
@@ -179,25 +168,3 @@ class EmbeddedRedis(ManagedServer):
         raise ServiceError(
             f"embedded Redis on {LOOPBACK}:{self.port} {state}; {self.log_path} ends with:\n"
             f"{log_tail(self.log_path)}\nFix the cause above, or {_FIX}.")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM (Redis flushes its AOF and exits), SIGKILL after ``timeout`` seconds.
-
-        Returns once the process is gone; a no-op when not running.
-        """
-        try:
-            if self._proc is not None:
-                stop_child(self._proc, signal.SIGTERM, timeout)
-        finally:
-            self._proc = None
-            self._lock.release()
-
-    def kill(self) -> None:
-        """SIGKILL without warning: a crash, for tests of what survives one."""
-        try:
-            if self._proc is not None:
-                kill_child(self._proc)
-        finally:
-            self._proc = None
-            self._lock.release()
-
