@@ -58,18 +58,11 @@ class ServiceStack:
         return tuple(service for service in self.services if service.embedded)
 
 
-def _start_redis(settings: Settings, stack: ExitStack) -> ServiceInfo:
+def _start(name: str, server: EmbeddedRedis | EmbeddedPostgres,
+           stack: ExitStack) -> ServiceInfo:
     began = time.monotonic()
-    server = stack.enter_context(EmbeddedRedis(settings.data_dir / "redis"))
-    return ServiceInfo("Redis", server.url, embedded=True, pid=server.pid,
-                       data_dir=server.data_dir, log_path=server.log_path,
-                       started_in=time.monotonic() - began)
-
-
-def _start_postgres(settings: Settings, stack: ExitStack) -> ServiceInfo:
-    began = time.monotonic()
-    server = stack.enter_context(EmbeddedPostgres(settings.data_dir / "postgres"))
-    return ServiceInfo("PostgreSQL", server.url, embedded=True, pid=server.pid,
+    stack.enter_context(server)
+    return ServiceInfo(name, server.url, embedded=True, pid=server.pid,
                        data_dir=server.data_dir, log_path=server.log_path,
                        started_in=time.monotonic() - began)
 
@@ -88,11 +81,11 @@ def started_services(settings: Settings) -> Iterator[ServiceStack]:
         if settings.redis_url is not None:
             redis = ServiceInfo("Redis", settings.redis_url, embedded=False)
         else:
-            redis = _start_redis(settings, stack)
+            redis = _start("Redis", EmbeddedRedis(settings.data_dir / "redis"), stack)
         if settings.database_url is not None:
             postgres = ServiceInfo("PostgreSQL", settings.database_url, embedded=False)
         else:
-            postgres = _start_postgres(settings, stack)
+            postgres = _start("PostgreSQL", EmbeddedPostgres(settings.data_dir / "postgres"), stack)
         yield ServiceStack(
             settings.with_services(redis_url=redis.url, database_url=postgres.url),
             (redis, postgres))
