@@ -17,7 +17,12 @@ def build_chain(app: Celery, workflow: Workflow, context: dict[str, Any]) -> Any
     for index, step in enumerate(workflow.steps):
         queue = step.kind.queue
         args: tuple[Any, ...] = (context, index) if index == 0 else (index,)
-        signatures.append(app.signature(STEP_TASKS[queue], args=args, queue=queue))
+        # What Flower and worker logs show for the message, instead of Celery rendering
+        # the whole context (payload and every output so far) at each step.
+        argsrepr = (f"step {index + 1}/{len(workflow.steps)} {step.name!r} of "
+                    f"{workflow.name} {context['invocation_id']}")
+        signatures.append(app.signature(STEP_TASKS[queue], args=args, queue=queue,
+                                        argsrepr=argsrepr))
     return chain(*signatures)
 
 

@@ -11,17 +11,23 @@ from orchestrator.errors import StepFailed
 from tasks.adapter import deliver
 from workers.app import app
 
+# A step returns the whole context; its success event (Flower) needs only the start of it.
+RESULT_REPR_CHARS = 200
 
-@app.task(name=STEP_TASKS[AGENTS_QUEUE], bind=True, throws=(StepFailed,))
+
+@app.task(name=STEP_TASKS[AGENTS_QUEUE], bind=True, throws=(StepFailed,),
+          resultrepr_maxsize=RESULT_REPR_CHARS)
 def python_step(self: Task, context: dict[str, Any], index: int) -> dict[str, Any]:
     return deliver(self, context, index)
 
 
-@app.task(name=STEP_TASKS[LLM_QUEUE], bind=True, throws=(StepFailed,))
+@app.task(name=STEP_TASKS[LLM_QUEUE], bind=True, throws=(StepFailed,),
+          resultrepr_maxsize=RESULT_REPR_CHARS)
 def llm_step(self: Task, context: dict[str, Any], index: int) -> dict[str, Any]:
     return deliver(self, context, index)
 
 
-@app.task(name=STEP_TASKS[TOOLS_QUEUE], bind=True, throws=(StepFailed,))
+@app.task(name=STEP_TASKS[TOOLS_QUEUE], bind=True, throws=(StepFailed,),
+          resultrepr_maxsize=RESULT_REPR_CHARS)
 def tool_step(self: Task, context: dict[str, Any], index: int) -> dict[str, Any]:
     return deliver(self, context, index)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from celery import Celery
 from pydantic import BaseModel
 
+from orchestrator.dispatch import build_chain
 from orchestrator.errors import (
     ToolDefinitionError,
     UnknownTool,
@@ -76,3 +78,17 @@ def test_tool_fallback_value_or_function() -> None:
     assert fixed.fallback({"x": 1}) == {"ok": False}
     assert computed.fallback({"id": 7}) == {"id": 7, "degraded": True}
     assert tools.declare("c", http=True, timeout=1.0, fallback=None).http_path == "/tools/c"
+
+
+def test_chain_routes_each_step_and_shows_flower_a_short_label_not_the_payload() -> None:
+    flow = Workflow("unit-chain", payload=Empty, register=False)
+    flow.python("load", lambda ctx: {})
+    flow.llm("classify", messages=lambda ctx: [{"role": "user", "content": "hi"}])
+    context = {"invocation_id": "inv-1", "workflow": "unit-chain",
+               "payload": {"message": "my card number is 4111"}, "outputs": {}}
+    app = Celery("unit", set_as_current=False)
+    signatures = build_chain(app, flow, context).tasks
+    assert [s.options["queue"] for s in signatures] == ["agents", "llm"]
+    assert signatures[0].args == (context, 0) and signatures[1].args == (1,)
+    assert [s.options["argsrepr"] for s in signatures] == [
+        "step 1/2 'load' of unit-chain inv-1", "step 2/2 'classify' of unit-chain inv-1"]
