@@ -80,7 +80,7 @@ def database_url(service_urls: tuple[str, str]) -> Iterator[str]:
 
 @pytest.fixture
 def redis_url(service_urls: tuple[str, str]) -> str:
-    """Our own Redis db number, emptied before each test (never FLUSHALL)."""
+    """Our own Redis db number, emptied before each test (FLUSHDB of that db alone)."""
     url = service_urls[0]
     redis.Redis.from_url(url).flushdb()
     return url

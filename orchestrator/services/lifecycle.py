@@ -9,7 +9,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from orchestrator.services.ports import DirectoryLock, kill_child, stop_child
+from orchestrator.services.ports import DirectoryLock, free_port, kill_child, stop_child
 
 
 class ManagedServer:
@@ -20,12 +20,17 @@ class ManagedServer:
       ``stop_timeout`` seconds.
     """
 
-    data_dir: Path
-    port: int
     stop_signal: signal.Signals = signal.SIGTERM
     stop_timeout: float = 10.0
-    _proc: subprocess.Popen[bytes] | None
-    _lock: DirectoryLock
+
+    def __init__(self, data_dir: Path, port: int | None, *, fix: str) -> None:
+        """``port``: chosen free when not given, then kept; ``fix``: what to tell a user
+        whose data directory a live run holds."""
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port or free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = DirectoryLock(self.data_dir,
+                                  f"use another data directory (ORCH_DATA_DIR), or {fix}")
 
     @property
     def pid(self) -> int | None:

@@ -22,9 +22,7 @@ from orchestrator.errors import ServiceError
 from orchestrator.services.lifecycle import ManagedServer
 from orchestrator.services.ports import (
     LOOPBACK,
-    DirectoryLock,
     can_find_processes,
-    free_port,
     log_tail,
     processes_in,
     stop_pids,
@@ -136,13 +134,9 @@ class EmbeddedPostgres(ManagedServer):
 
     def __init__(self, data_dir: Path, port: int | None = None,
                  database: str = "orchestrator") -> None:
-        self.data_dir = Path(data_dir).resolve()
-        self.port = port or free_port()
+        super().__init__(data_dir, port, fix=_FIX)
         self.database = database
-        self._proc: subprocess.Popen[bytes] | None = None
         self._socket_dir: Path | None = None
-        self._lock = DirectoryLock(self.data_dir,
-                                  f"use another data directory (ORCH_DATA_DIR), or {_FIX}")
 
     @property
     def url(self) -> str:

@@ -17,8 +17,6 @@ from orchestrator.errors import ServiceError
 from orchestrator.services.lifecycle import ManagedServer
 from orchestrator.services.ports import (
     LOOPBACK,
-    DirectoryLock,
-    free_port,
     log_tail,
     processes_in,
     stop_pids,
@@ -97,13 +95,9 @@ class EmbeddedRedis(ManagedServer):
 
     def __init__(self, data_dir: Path, port: int | None = None, *, appendonly: bool = True,
                  binary: Path | None = None) -> None:
-        self.data_dir = Path(data_dir).resolve()
-        self.port = port or free_port()
+        super().__init__(data_dir, port, fix=_FIX)
         self.appendonly = appendonly
         self.binary = binary
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._lock = DirectoryLock(self.data_dir,
-                                  f"use another data directory (ORCH_DATA_DIR), or {_FIX}")
 
     @property
     def url(self) -> str:
