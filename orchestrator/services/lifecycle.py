@@ -20,6 +20,7 @@ class ManagedServer:
       ``stop_timeout`` seconds.
     """
 
+    start_timeout: float = 15.0
     stop_signal: signal.Signals = signal.SIGTERM
     stop_timeout: float = 10.0
 
@@ -44,6 +45,25 @@ class ManagedServer:
         return self.pid is not None
 
     def start(self, timeout: float | None = None) -> Self:
+        """Start the server and wait until it serves (default wait: ``start_timeout``
+        seconds); a no-op while it runs.
+
+        Raises :class:`ServiceError` (with the end of the server's log) when it exits or
+        is not ready in time; whatever was started is stopped again first.
+        """
+        if self.running:
+            return self
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
+        try:
+            self._launch(self.start_timeout if timeout is None else timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _launch(self, timeout: float) -> None:
+        """Start the process (setting ``_proc``) and return once it is ready to serve."""
         raise NotImplementedError
 
     def stop(self, timeout: float | None = None) -> None:

@@ -131,6 +131,7 @@ class EmbeddedPostgres(ManagedServer):
     # ``postmaster.pid``.
     stop_signal = signal.SIGINT
     stop_timeout = 30.0
+    start_timeout = 60.0  # the first start runs initdb
 
     def __init__(self, data_dir: Path, port: int | None = None,
                  database: str = "orchestrator") -> None:
@@ -210,45 +211,31 @@ class EmbeddedPostgres(ManagedServer):
             for lock in socket_dir.glob(".s.PGSQL.*.lock"):
                 lock.unlink(missing_ok=True)
 
-    def start(self, timeout: float | None = None) -> EmbeddedPostgres:
-        timeout = 60.0 if timeout is None else timeout
-        """Start the server (creating the cluster the first time), wait until it accepts
-        connections, and create the database if missing; a no-op while it runs.
-
-        ``timeout`` bounds the wait for connections (initdb has its own, longer bound).
-        Raises :class:`ServiceError` (with the end of the log) when a step fails.
-        """
-        if self.running:
-            return self
+    def _launch(self, timeout: float) -> None:
+        # The cluster is created the first time and the database whenever missing;
+        # ``timeout`` bounds the wait for connections (initdb has its own, longer bound).
         bin_dir = postgres_bin()
         user = _server_user()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock.acquire()
-        try:
-            self._prepare(bin_dir, user)
-            self._clear_leftovers(bin_dir, user)
-            self._socket_dir = self._socket_folder(user)
-            argv = [str(bin_dir / "postgres"), "-D", str(self.pgdata),
-                    "-c", f"listen_addresses={LOOPBACK}", "-p", str(self.port),
-                    "-k", str(self._socket_dir),
-                    # `up` runs several worker pools that each keep a connection pool.
-                    "-c", "max_connections=200"]
-            with self.log_path.open("ab") as log:
-                log.write(f"--- starting on port {self.port}\n".encode())
-                log.flush()
-                # A session of its own: Ctrl-C in a terminal reaches only us, and we stop it
-                # after the workers; and a process group to SIGKILL with its backends.
-                self._proc = subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    cwd=self.pgdata, env=_CHILD_ENV, start_new_session=True,
-                    user=user.pw_uid if user else None, group=user.pw_gid if user else None,
-                    extra_groups=[] if user else None)
-            self._wait_ready(self._proc, timeout)
-            self._create_database()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        self._prepare(bin_dir, user)
+        self._clear_leftovers(bin_dir, user)
+        self._socket_dir = self._socket_folder(user)
+        argv = [str(bin_dir / "postgres"), "-D", str(self.pgdata),
+                "-c", f"listen_addresses={LOOPBACK}", "-p", str(self.port),
+                "-k", str(self._socket_dir),
+                # `up` runs several worker pools that each keep a connection pool.
+                "-c", "max_connections=200"]
+        with self.log_path.open("ab") as log:
+            log.write(f"--- starting on port {self.port}\n".encode())
+            log.flush()
+            # A session of its own: Ctrl-C in a terminal reaches only us, and we stop it
+            # after the workers; and a process group to SIGKILL with its backends.
+            self._proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=self.pgdata, env=_CHILD_ENV, start_new_session=True,
+                user=user.pw_uid if user else None, group=user.pw_gid if user else None,
+                extra_groups=[] if user else None)
+        self._wait_ready(self._proc, timeout)
+        self._create_database()
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout

