@@ -8,9 +8,9 @@ import uuid
 from dataclasses import replace
 from typing import Any
 
-from orchestrator import runtime
-from orchestrator.dispatch import dispatch
+from orchestrator import subsystems
 from orchestrator.errors import InvalidPayload, InvocationTimeout, UnknownInvocation
+from orchestrator.execution.dispatch import dispatch
 from orchestrator.invocation import Invocation, InvocationStatus
 from orchestrator.payload import validate
 from orchestrator.store.invocations import step_from_record
@@ -29,8 +29,8 @@ def submit(
     before anything is written or enqueued, and ``Backpressure`` (with ``retry_after``)
     when a queue the workflow needs is over its threshold; nothing is written then either.
     """
-    rt = runtime.current()
-    rt.load_workflows()
+    sub = subsystems.current()
+    sub.load_workflows()
     definition = registry.get(workflow)
     if idempotency_key is not None and (
         not isinstance(idempotency_key, str)
@@ -42,24 +42,24 @@ def submit(
             "characters"
         )
     _model, payload_json = validate(
-        definition.payload, payload, max_bytes=rt.settings.max_payload_bytes
+        definition.payload, payload, max_bytes=sub.settings.max_payload_bytes
     )
-    rt.admission.check({step.kind.queue for step in definition.steps})
-    invocation_id, existing = rt.store.create(
+    sub.admission.check({step.kind.queue for step in definition.steps})
+    invocation_id, existing = sub.store.create(
         invocation_id=str(uuid.uuid4()),
         workflow=definition.name,
         payload_json=payload_json,
         step_count=len(definition.steps),
         idempotency_key=idempotency_key,
     )
-    inflight = rt.inflight
+    claims = sub.claims
     # Only a repeated idempotency key can reach an existing invocation, so only keyed
     # submits need to agree on who publishes its chain.
     keyed = idempotency_key is not None
-    if keyed and not inflight.claim_dispatch(invocation_id):
+    if keyed and not claims.claim_dispatch(invocation_id):
         return invocation_id  # a submit with this key published it, or is publishing it
     if existing is not None and existing is not InvocationStatus.QUEUED:
-        inflight.mark_dispatched(invocation_id)
+        claims.mark_dispatched(invocation_id)
         return invocation_id
     context = {
         "invocation_id": invocation_id,
@@ -68,16 +68,16 @@ def submit(
         "outputs": {},
     }
     try:
-        dispatch(rt.producer, definition, context)
+        dispatch(sub.runtime.producer, definition, context)
     except Exception:
         # Nothing was enqueued: leave nothing behind, so a retry with this key works.
         if keyed:
-            inflight.forget(invocation_id)
+            claims.forget(invocation_id)
         if existing is None:
-            rt.store.delete(invocation_id)
+            sub.store.delete(invocation_id)
         raise
     if keyed:
-        inflight.mark_dispatched(invocation_id)
+        claims.mark_dispatched(invocation_id)
     return invocation_id
 
 
@@ -86,14 +86,13 @@ def get(invocation_id: str) -> Invocation:
 
     Raises ``UnknownInvocation`` for an id never issued.
     """
-    rt = runtime.current()
-    found = rt.store.get(invocation_id)
+    sub = subsystems.current()
+    found = sub.store.get(invocation_id)
     if found is None:
         raise UnknownInvocation(f"no invocation with id {invocation_id!r}")
     if found.finished:
         return found
-    inflight = rt.inflight
-    _dispatched, records, running = inflight.snapshot(invocation_id)
+    _dispatched, records, running = sub.claims.snapshot(invocation_id)
     if not records and not running:
         return found
     steps = tuple(step_from_record(i, r) for i, r in sorted(records.items()))

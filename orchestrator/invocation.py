@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from orchestrator.store.models import InvocationStatus, StepStatus
-
 __all__ = ["Invocation", "InvocationStatus", "StepRecord", "StepStatus", "TokenUsage"]
+
+
+class InvocationStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (InvocationStatus.SUCCEEDED, InvocationStatus.FAILED)
+
+
+class StepStatus(enum.StrEnum):
+    DONE = "done"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,13 @@ from prometheus_client.core import (
     SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
-from sqlalchemy import text
 
 from config.celery import QUEUES
 from orchestrator import telemetry
-from orchestrator.breaker import known_breakers
+from orchestrator.breakers import known_breakers
 from orchestrator.cli.render import percentile
-from orchestrator.runtime import Runtime
 from orchestrator.state.flusher import lag_samples
+from orchestrator.subsystems import Subsystems
 
 QUANTILES = (50, 90, 99)
 
@@ -46,12 +45,12 @@ class _Quantiles(GaugeMetricFamily):
 
 
 class FleetCollector(Collector):
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
+    def __init__(self, sub: Subsystems) -> None:
+        self.sub = sub
 
     def collect(self) -> Iterator[Metric]:
-        rt = self.rt
-        client = rt.redis
+        sub = self.sub
+        client = sub.runtime.redis
         depth = GaugeMetricFamily("orchestrator_queue_depth", "messages waiting per queue",
                                   labels=["queue"])
         for queue in QUEUES:
@@ -61,15 +60,9 @@ class FleetCollector(Collector):
         invocations = GaugeMetricFamily(
             "orchestrator_invocations", "invocations per workflow (agent type) and status",
             labels=["workflow", "status"])
-        with rt.store.auto.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT workflow, status, count(*) FROM invocations GROUP BY workflow, status"
-            )).all()
-            tokens = [float(r[0]) for r in conn.execute(text(
-                "SELECT prompt_tokens + completion_tokens FROM invocations "
-                "WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT 1000")).all()]
-        for workflow, status, n in rows:
-            invocations.add_metric([workflow, status], int(n))
+        for workflow, status, n in sub.store.counts_by_workflow():
+            invocations.add_metric([workflow, status], n)
+        tokens = sub.store.recent_token_totals(1000)
         yield invocations
         per_invocation = _Quantiles("orchestrator_invocation_tokens",
                                     "tokens per invocation, last 1000 finished", [])
@@ -83,10 +76,10 @@ class FleetCollector(Collector):
                                        "failed share of the breaker's window",
                                        labels=["breaker"])
         for name in known_breakers(client):
-            status = rt.breakers.get(name).status()
+            breaker = sub.breakers.get(name).status()
             for candidate in ("closed", "open", "half-open"):
-                state.add_metric([name, candidate], 1.0 if status.state == candidate else 0.0)
-            error_rate.add_metric([name], status.error_rate)
+                state.add_metric([name, candidate], 1.0 if breaker.state == candidate else 0.0)
+            error_rate.add_metric([name], breaker.error_rate)
         yield state
         yield error_rate
 
@@ -95,7 +88,7 @@ class FleetCollector(Collector):
         yield from self._state()
 
     def _counters(self) -> Iterator[Metric]:
-        found = telemetry.counters(self.rt.redis)
+        found = telemetry.counters(self.sub.runtime.redis)
         families = {
             "llm_calls": CounterMetricFamily("orchestrator_llm_calls", "completed LLM calls",
                                              labels=["provider"]),
@@ -138,7 +131,7 @@ class FleetCollector(Collector):
                                    "calls holding a limiter lease", labels=["provider", "key"])
         revoked = GaugeMetricFamily("orchestrator_llm_keys_revoked",
                                     "keys out of rotation", labels=["provider"])
-        for name, limiter in self.rt.llm.limiters.items():
+        for name, limiter in self.sub.llm.limiters.items():
             wait.add([name], limiter.wait_samples())
             for key_id, n in limiter.in_flight().items():
                 leases.add_metric([name, key_id], n)
@@ -151,13 +144,13 @@ class FleetCollector(Collector):
         latency = _Quantiles("orchestrator_state_update_seconds",
                              "state.update latency, read to acknowledged (sampled)", ["mode"])
         for mode in ("durable", "write-back"):
-            latency.add([mode], telemetry.samples(self.rt.redis, f"state_update:{mode}"))
+            latency.add([mode], telemetry.samples(self.sub.runtime.redis, f"state_update:{mode}"))
         dirty = GaugeMetricFamily("orchestrator_state_dirty",
                                   "records acknowledged but not yet in PostgreSQL",
                                   labels=["shard"])
         lag = _Quantiles("orchestrator_state_flush_lag_seconds",
                          "first dirty to persisted (recent)", ["shard"])
-        for shard in self.rt.state_shards:
+        for shard in self.sub.runtime.state_shards:
             dirty.add_metric([shard.name], shard.dirty_count())
             lag.add([shard.name], lag_samples(shard))
         yield latency
@@ -165,7 +158,7 @@ class FleetCollector(Collector):
         yield lag
 
 
-def registry(rt: Runtime) -> CollectorRegistry:
+def registry(sub: Subsystems) -> CollectorRegistry:
     found = CollectorRegistry(auto_describe=False)
-    found.register(FleetCollector(rt))
+    found.register(FleetCollector(sub))
     return found

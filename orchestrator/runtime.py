@@ -1,4 +1,8 @@
-"""Process-wide resources, created lazily and forgotten across ``fork``.
+"""The connections of one process, created lazily and forgotten across ``fork``.
+
+This module holds connections only: the SQLAlchemy engine, Redis clients (the broker's
+and the memory-layer shards'), the HTTP client and the Celery producer. The subsystems
+built from them live in :mod:`orchestrator.subsystems`.
 
 Nothing here does I/O at import. ``configure(settings)`` pins the settings (the CLI does
 it after starting embedded services); otherwise they are read from ``ORCH_*`` on first use.
@@ -8,9 +12,7 @@ socket is ever shared between processes.
 
 from __future__ import annotations
 
-import importlib
 import os
-import socket
 import threading
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -19,20 +21,12 @@ from config import InvalidSettings, Settings, build_celery_config, load_settings
 from orchestrator.errors import ConfigError
 
 if TYPE_CHECKING:
-    from concurrent.futures import ThreadPoolExecutor
-
     import httpx
     import redis
     from celery import Celery
     from sqlalchemy import Engine
 
-    from orchestrator.admission import Admission
-    from orchestrator.breaker import Breakers
-    from orchestrator.inflight import InFlight
-    from orchestrator.llm.gateway import Gateway
-    from orchestrator.state.router import StateRouter
     from orchestrator.state.writeback import Shard
-    from orchestrator.store.invocations import InvocationStore
 
 
 class Runtime:
@@ -40,8 +34,9 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._workflows_loaded = False
-        self._lock = threading.Lock()
+        # Bumped whenever the connections are dropped (close, fork), so whatever was
+        # built from the old ones knows to build anew.
+        self.generation = 0
 
     @property
     def redis_url(self) -> str:
@@ -66,12 +61,6 @@ class Runtime:
         from orchestrator.store.engine import make_engine
 
         return make_engine(self.database_url)
-
-    @cached_property
-    def store(self) -> InvocationStore:
-        from orchestrator.store.invocations import InvocationStore
-
-        return InvocationStore(self.engine)
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -111,65 +100,6 @@ class Runtime:
                                                      socket_connect_timeout=5))
                 for url in urls]
 
-    @cached_property
-    def state(self) -> StateRouter:
-        from orchestrator.state.durable import DurableState
-        from orchestrator.state.router import StateRouter
-        from orchestrator.state.writeback import WriteBackState
-
-        durable = DurableState(self.engine)
-        writeback = None
-        if self.settings.state_write_back_prefixes:
-            writeback = WriteBackState(self.state_shards, durable,
-                                       dirty_limit=self.settings.state_dirty_limit)
-        return StateRouter(durable, writeback, self.settings.state_write_back_prefixes)
-
-    @cached_property
-    def breakers(self) -> Breakers:
-        from orchestrator.breaker import Breakers
-
-        return Breakers(self.redis, owner_id, enabled=self.settings.breakers_enabled)
-
-    @cached_property
-    def tool_threads(self) -> ThreadPoolExecutor:
-        """Threads that run callable tools under their timeouts."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        return ThreadPoolExecutor(max_workers=64, thread_name_prefix="tool")
-
-    @cached_property
-    def admission(self) -> Admission:
-        from orchestrator.admission import Admission
-
-        return Admission(self.redis, self.settings)
-
-    @cached_property
-    def llm(self) -> Gateway:
-        """The LLM gateway of this process (its limiters are shared fleet-wide)."""
-        from orchestrator.llm.gateway import Gateway
-
-        return Gateway(self.settings, self.redis, self.http, self.breakers)
-
-    @cached_property
-    def inflight(self) -> InFlight:
-        from orchestrator.inflight import InFlight
-
-        return InFlight(self.redis, visibility_timeout=self.settings.visibility_timeout)
-
-    def load_workflows(self) -> None:
-        """Import ``ORCH_WORKFLOW_MODULES`` once, so the workflow registry is filled."""
-        if self._workflows_loaded:
-            return
-        with self._lock:
-            for module in self.settings.workflow_modules:
-                try:
-                    importlib.import_module(module)
-                except ImportError as exc:
-                    raise ConfigError(
-                        f"ORCH_WORKFLOW_MODULES: cannot import {module!r}: {exc}"
-                    ) from exc
-            self._workflows_loaded = True
-
     def close(self) -> None:
         """Close pools and clients this process opened."""
         cached = self.__dict__
@@ -181,16 +111,14 @@ class Runtime:
             cached["producer"].close()
         if "http" in cached:
             cached["http"].close()
-        if "tool_threads" in cached:
-            cached["tool_threads"].shutdown(wait=False, cancel_futures=True)
         for shard in cached.get("state_shards", []):
             shard.client.close()
         for name in _RESOURCES:
             cached.pop(name, None)
+        self.generation += 1
 
 
-_RESOURCES = ("engine", "store", "redis", "producer", "http", "inflight", "llm", "admission",
-              "breakers", "state", "state_shards", "tool_threads")
+_RESOURCES = ("engine", "redis", "producer", "http", "state_shards")
 _current: Runtime | None = None
 _current_lock = threading.Lock()
 
@@ -221,29 +149,6 @@ def current() -> Runtime:
     return runtime
 
 
-def owner_id() -> str:
-    """Who holds a step claim: host, process and thread (unique across the fleet)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
-
-
-def owner_is_dead(owner: str) -> bool:
-    """True when ``owner`` was a process on this host that no longer exists."""
-    host, _, rest = owner.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 def _forget_after_fork() -> None:
     # The parent's sockets belong to the parent: drop references, close nothing.
     global _current
@@ -254,7 +159,7 @@ def _forget_after_fork() -> None:
         runtime.__dict__["engine"].dispose(close=False)
     for name in _RESOURCES:
         runtime.__dict__.pop(name, None)
-    runtime._lock = threading.Lock()
+    runtime.generation += 1
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)

@@ -17,7 +17,9 @@ see the same registry. Each step runs as its own Celery task on its kind's queue
 from __future__ import annotations
 
 import enum
+import importlib
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from config.celery import AGENTS_QUEUE, LLM_QUEUE, TOOLS_QUEUE
-from orchestrator.errors import UnknownWorkflow, WorkflowDefinitionError
+from orchestrator.errors import ConfigError, UnknownWorkflow, WorkflowDefinitionError
 
 JSON = Any
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -167,6 +169,27 @@ class Registry:
 
     def __init__(self) -> None:
         self._workflows: dict[str, Workflow] = {}
+        self._imported: set[str] = set()
+        self._lock = threading.Lock()
+
+    def load(self, modules: list[str]) -> None:
+        """Import each of ``modules`` once (``ORCH_WORKFLOW_MODULES``), filling the registry.
+
+        Raises ``ConfigError`` naming a module that cannot be imported.
+        """
+        if self._imported.issuperset(modules):
+            return
+        with self._lock:
+            for module in modules:
+                if module in self._imported:
+                    continue
+                try:
+                    importlib.import_module(module)
+                except ImportError as exc:
+                    raise ConfigError(
+                        f"ORCH_WORKFLOW_MODULES: cannot import {module!r}: {exc}"
+                    ) from exc
+                self._imported.add(module)
 
     def add(self, workflow: Workflow) -> None:
         existing = self._workflows.get(workflow.name)

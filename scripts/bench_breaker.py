@@ -20,21 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from benchkit import bench_settings, pyplot
 from benchkit import console as wide_console
 from benchkit import progress as bench_progress
-from benchkit import pyplot
 from rich.progress import Progress
 from rich.table import Table
 
 import orchestrator
-from config import Settings, load_settings
-from orchestrator import runtime, telemetry
+from config import Settings
+from orchestrator import subsystems, telemetry
 from orchestrator.cli.render import percentile
+from orchestrator.devstack.fleet import local_fleet
+from orchestrator.devstack.processes import WorkerProcess
+from orchestrator.devstack.simulators.server import start_server
+from orchestrator.devstack.simulators.tool_server import ToolSimConfig, create_app
 from orchestrator.invocation import InvocationStatus
-from orchestrator.local import local_fleet
-from orchestrator.processes import WorkerProcess
-from orchestrator.simulators.server import start_server
-from orchestrator.simulators.tool_server import ToolSimConfig, create_app
 
 
 @dataclass
@@ -69,8 +69,9 @@ def run(name: str, settings: Settings, args: argparse.Namespace, progress: Progr
         "tools_url": tools.url, "breakers_enabled": name == "breakers on",
         "max_queue_depth": 1_000_000})
     orchestrator.configure(configured)
-    rt = runtime.current()
-    rt.breakers.get("lookup_order").force("closed")  # a clean start for both runs
+    sub = subsystems.current()
+    rt = sub.runtime
+    sub.breakers.get("lookup_order").force("closed")  # a clean start for both runs
     blocked_before = telemetry.counters(rt.redis).get("tool_blocked_ms:lookup_order", 0)
     env = configured.environment()
     workers = [
@@ -109,7 +110,7 @@ def run(name: str, settings: Settings, args: argparse.Namespace, progress: Progr
         deadline = time.monotonic() + args.drain
         ids = list(result.submitted)
         while time.monotonic() < deadline:
-            statuses = rt.store.status_of(ids)
+            statuses = sub.store.status_of(ids)
             if all(s.finished for s in statuses.values()):
                 break
             progress.update(task, completed=total + args.drain - (deadline - time.monotonic()))
@@ -120,7 +121,7 @@ def run(name: str, settings: Settings, args: argparse.Namespace, progress: Progr
         tools.stop()
     progress.update(task, completed=total + args.drain)
     for invocation_id, phase in result.submitted.items():
-        found = rt.store.get(invocation_id)
+        found = sub.store.get(invocation_id)
         assert found is not None
         if found.status is InvocationStatus.SUCCEEDED:
             result.succeeded += 1
@@ -173,7 +174,7 @@ def main() -> None:
         parser.error("--hang-rate is a share in [0, 1)")
     console = wide_console()
     args.out.mkdir(parents=True, exist_ok=True)
-    with local_fleet(load_settings(), say=lambda m: console.print(f"[green]✓[/] {m}"),
+    with local_fleet(bench_settings(), say=lambda m: console.print(f"[green]✓[/] {m}"),
                      start_workers=False, simulators=False) as fleet, \
             bench_progress(console) as progress:
         log_dir = fleet.settings.data_dir / "logs"

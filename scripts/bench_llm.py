@@ -23,22 +23,22 @@ from typing import Any
 
 import httpx
 import redis
+from benchkit import bench_settings, plain_celery_worker, pyplot
 from benchkit import console as wide_console
 from benchkit import progress as bench_progress
-from benchkit import pyplot
 from celery import Celery
 from pydantic import SecretStr
 from rich.progress import Progress
 from rich.table import Table
 
 import orchestrator
-from config import Settings, build_celery_config, load_settings
-from orchestrator import runtime
+from config import Settings, build_celery_config
+from orchestrator import subsystems
 from orchestrator.cli.render import percentile
-from orchestrator.local import local_fleet
-from orchestrator.processes import WorkerProcess
-from orchestrator.simulators.llm_provider import LLMSimConfig, create_app
-from orchestrator.simulators.server import ServerHandle, start_server
+from orchestrator.devstack.fleet import local_fleet
+from orchestrator.devstack.processes import WorkerProcess
+from orchestrator.devstack.simulators.llm_provider import LLMSimConfig, create_app
+from orchestrator.devstack.simulators.server import ServerHandle, start_server
 
 SCRIPTS = Path(__file__).resolve().parent
 KEYS = ("bench-key-1", "bench-key-2")
@@ -114,13 +114,13 @@ def run_orchestrator(settings: Settings, args: argparse.Namespace, capacity: flo
         "llm_rpm": args.rpm, "llm_concurrency": args.concurrency, "llm_tpm": 10_000_000,
         "max_queue_depth": 1_000_000})
     orchestrator.configure(configured)
-    limiter = runtime.current().llm.limiters["primary"]
+    limiter = subsystems.current().llm.limiters["primary"]
     limiter.reset_wait_samples()
     workers = [WorkerProcess(configured.environment(), "llm", pool="threads",
                              concurrency=args.threads, log_dir=log_dir,
                              name=f"bench-llm-{i}", loglevel="WARNING")
                for i in range(args.workers)]
-    store = runtime.current().store
+    store = subsystems.current().store
     failed = 0
 
     def submit() -> str:
@@ -161,10 +161,9 @@ def run_plain(settings: Settings, args: argparse.Namespace, capacity: float,
     label = "plain Celery, rate_limit" if rate_limited else "plain Celery, no rate_limit"
     workers = []
     for i in range(args.workers):
-        worker = WorkerProcess(env, "plain-llm", pool="threads", concurrency=args.threads,
-                               log_dir=log_dir, name=f"bench-plain-{i}", loglevel="WARNING")
-        worker.argv[worker.argv.index("workers.app")] = "bench_plain_llm_app"
-        workers.append(worker)
+        workers.append(plain_celery_worker("bench_plain_llm_app", "plain-llm", env,
+                                           pool="threads", concurrency=args.threads,
+                                           log_dir=log_dir, name=f"bench-plain-{i}"))
     app = Celery("plain-producer", set_as_current=False)
     app.conf.update(build_celery_config(configured))
     client = redis.Redis.from_url(configured.redis_url or "")
@@ -238,7 +237,7 @@ def main() -> None:
     capacity = sum(min(args.rpm / 60, args.concurrency / args.latency) for _ in KEYS)
     console = wide_console()
     args.out.mkdir(parents=True, exist_ok=True)
-    with local_fleet(load_settings(), say=lambda m: console.print(f"[green]✓[/] {m}"),
+    with local_fleet(bench_settings(), say=lambda m: console.print(f"[green]✓[/] {m}"),
                      start_workers=False, simulators=False) as fleet, \
             bench_progress(console) as progress:
         log_dir = fleet.settings.data_dir / "logs"

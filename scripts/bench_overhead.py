@@ -17,18 +17,18 @@ import uuid
 from pathlib import Path
 
 import redis
+from benchkit import bench_settings, plain_celery_worker, pyplot
 from benchkit import console as wide_console
 from benchkit import progress as bench_progress
-from benchkit import pyplot
 from celery import Celery, chain
 from rich.progress import Progress
 from rich.table import Table
 
 import orchestrator
-from config import Settings, build_celery_config, load_settings
-from orchestrator import runtime
-from orchestrator.local import local_fleet
-from orchestrator.processes import WorkerProcess
+from config import Settings, build_celery_config
+from orchestrator import subsystems
+from orchestrator.devstack.fleet import local_fleet
+from orchestrator.devstack.processes import WorkerProcess
 
 SCRIPTS = Path(__file__).resolve().parent
 # Completion is timed where it happens (finished_at in PostgreSQL, a timestamp written by
@@ -38,7 +38,7 @@ POLL = 0.25
 
 def run_full(n: int, progress: Progress) -> float:
     """Invocations per second of pipeline-5, submit to last completion."""
-    store = runtime.current().store
+    store = subsystems.current().store
     task = progress.add_task("full stack", total=n)
     started = time.time()
     ids = [orchestrator.submit("pipeline-5", {"n": i}) for i in range(n)]
@@ -102,7 +102,7 @@ def main() -> None:
         parser.error("--invocations, --rounds and --concurrency must be positive")
 
     console = wide_console()
-    settings = load_settings()
+    settings = bench_settings()
     args.out.mkdir(parents=True, exist_ok=True)
     counter = f"bench:bare:{uuid.uuid4().hex[:8]}"
     with local_fleet(settings, say=lambda m: console.print(f"[green]✓[/] {m}"),
@@ -113,10 +113,9 @@ def main() -> None:
                                     concurrency=args.concurrency, log_dir=log_dir,
                                     name="bench-full", loglevel="WARNING")
         bare_env = env | {"PYTHONPATH": str(SCRIPTS), "BENCH_COUNTER": counter}
-        bare_worker = WorkerProcess(bare_env, "bare", pool="prefork",
-                                    concurrency=args.concurrency, log_dir=log_dir,
-                                    name="bench-bare", loglevel="WARNING")
-        bare_worker.argv[bare_worker.argv.index("workers.app")] = "bench_bare_app"
+        bare_worker = plain_celery_worker("bench_bare_app", "bare", bare_env, pool="prefork",
+                                          concurrency=args.concurrency, log_dir=log_dir,
+                                          name="bench-bare")
         full_rates: list[float] = []
         bare_rates: list[float] = []
         try:

@@ -26,19 +26,19 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchkit import bench_settings, pyplot
 from benchkit import console as wide_console
 from benchkit import progress as bench_progress
-from benchkit import pyplot
 from rich.progress import Progress
 from rich.table import Table
 from sqlalchemy import text
 
 import orchestrator
-from config import Settings, load_settings
-from orchestrator import runtime
+from config import Settings
+from orchestrator import runtime, subsystems
 from orchestrator.cli.render import percentile
-from orchestrator.local import local_fleet
-from orchestrator.processes import FlusherProcess
+from orchestrator.devstack.fleet import local_fleet
+from orchestrator.devstack.processes import FlusherProcess
 from orchestrator.state.durable import DurableState
 from orchestrator.state.flusher import lag_samples, wait_until_clean
 
@@ -68,7 +68,6 @@ def _worker(settings_json: str, mode: str, keys: list[str], seconds: float,
     conflicts)."""
     orchestrator.configure(Settings.model_validate_json(settings_json))
     from orchestrator import state
-    from orchestrator.state.api import conflicts
 
     rng = random.Random(seed)
     done: dict[str, int] = {}
@@ -98,7 +97,7 @@ def _worker(settings_json: str, mode: str, keys: list[str], seconds: float,
             state.update(key, lambda v: {"count": int(v.get("count", 0)) + 1})
         latencies.append(time.perf_counter() - started)
         done[key] = done.get(key, 0) + 1
-    return done, latencies, conflicts.total
+    return done, latencies, subsystems.current().state.conflicts
 
 
 def _warm(settings: Settings, mode: str, keys: list[str]) -> None:
@@ -160,7 +159,7 @@ def _run(settings: Settings, mode: str, nkeys: int, processes: int, seconds: flo
         return Result(mode, nkeys, total, seconds, latencies, conflicts, None, None)
     # Lost = acknowledged increments missing from what PostgreSQL finally holds.
     # (Flush lag samples include the warm-up's writes; they are flushed like any other.)
-    durable = DurableState(runtime.current().engine)
+    durable = DurableState(subsystems.current().state_rows)
     stored = 0
     for key in acked:
         record = durable.get(key)
@@ -196,7 +195,7 @@ def main() -> None:
     console = wide_console()
     args.out.mkdir(parents=True, exist_ok=True)
     results: list[Result] = []
-    with local_fleet(load_settings(), say=lambda m: console.print(f"[green]✓[/] {m}"),
+    with local_fleet(bench_settings(), say=lambda m: console.print(f"[green]✓[/] {m}"),
                      start_workers=False, simulators=False) as fleet, \
             bench_progress(console) as progress:
         for nkeys in (1, args.keys):

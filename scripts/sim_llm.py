@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-from orchestrator.simulators.llm_provider import LLMSimConfig, create_app
-from orchestrator.simulators.server import serve_forever
+from orchestrator.devstack.simulators.llm_provider import LLMSimConfig, create_app
+from orchestrator.devstack.simulators.server import serve_forever
 
 
 def main() -> None:

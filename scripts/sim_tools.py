@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from orchestrator.simulators.server import serve_forever
-from orchestrator.simulators.tool_server import ToolSimConfig, create_app
+from orchestrator.devstack.simulators.server import serve_forever
+from orchestrator.devstack.simulators.tool_server import ToolSimConfig, create_app
 
 
 def main() -> None:

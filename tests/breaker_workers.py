@@ -8,7 +8,7 @@ import time
 import pybreaker
 import redis
 
-from orchestrator.breaker import BreakerPolicy, FleetBreaker
+from orchestrator.breakers import BreakerPolicy, FleetBreaker
 
 
 def race_for_probe(redis_url: str, name: str, threads: int) -> tuple[int, int]:

@@ -48,8 +48,8 @@ def service_urls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     if _answers(REDIS_URL) and _answers(ADMIN_DATABASE_URL):
         yield REDIS_URL, ADMIN_DATABASE_URL
         return
-    from orchestrator.services.postgres_server import EmbeddedPostgres
-    from orchestrator.services.redis_server import EmbeddedRedis
+    from orchestrator.devstack.servers.postgres_server import EmbeddedPostgres
+    from orchestrator.devstack.servers.redis_server import EmbeddedRedis
 
     data = tmp_path_factory.mktemp("services")
     with (
@@ -89,11 +89,11 @@ def redis_url(service_urls: tuple[str, str]) -> str:
 @pytest.fixture(scope="session")
 def simulators() -> Iterator[tuple[str, str]]:
     """(LLM base URL, tools URL) of the built-in simulators, in this process's threads."""
-    from orchestrator.simulators.llm_provider import LLMSimConfig
-    from orchestrator.simulators.llm_provider import create_app as llm_app
-    from orchestrator.simulators.server import start_server
-    from orchestrator.simulators.tool_server import ToolSimConfig
-    from orchestrator.simulators.tool_server import create_app as tools_app
+    from orchestrator.devstack.simulators.llm_provider import LLMSimConfig
+    from orchestrator.devstack.simulators.llm_provider import create_app as llm_app
+    from orchestrator.devstack.simulators.server import start_server
+    from orchestrator.devstack.simulators.tool_server import ToolSimConfig
+    from orchestrator.devstack.simulators.tool_server import create_app as tools_app
 
     llm = start_server(llm_app(LLMSimConfig(latency=0.02, jitter=0.0)))
     tools = start_server(tools_app(ToolSimConfig(latency=0.01, jitter=0.0)))
@@ -121,7 +121,7 @@ def settings(
         llm_api_keys=[SecretStr(k) for k in SIMULATED_LLM_KEYS],
         tools_url=tools,
         data_dir=tmp_path / "data",
-        workflow_modules=["orchestrator.agents", "tests.workflows"],
+        workflow_modules=["orchestrator.agents", "tests.workloads", "tests.workflows"],
         visibility_timeout=20,
         step_lease_seconds=8,
         step_max_retries=3,

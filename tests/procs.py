@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from orchestrator.processes import WorkerProcess
+from orchestrator.devstack.processes import WorkerProcess
 
 
 class Fleet:

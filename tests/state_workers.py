@@ -12,8 +12,7 @@ def hammer(settings_json: str, key: str, count: int, tag: str) -> int:
     """``count`` updates of ``key`` from this process: +1 and append a unique id.
     Returns this process's lost compare-and-set races."""
     import orchestrator
-    from orchestrator import state
-    from orchestrator.state.api import conflicts
+    from orchestrator import state, subsystems
 
     orchestrator.configure(Settings.model_validate_json(settings_json))
 
@@ -25,4 +24,4 @@ def hammer(settings_json: str, key: str, count: int, tag: str) -> int:
 
     for i in range(count):
         state.update(key, add(i))
-    return conflicts.total
+    return subsystems.current().state.conflicts

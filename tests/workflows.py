@@ -9,7 +9,7 @@ import redis
 from pydantic import BaseModel, Field
 
 from orchestrator import runtime
-from orchestrator.breaker import BreakerPolicy
+from orchestrator.breakers import BreakerPolicy
 from orchestrator.tools.registry import Timeout, declare_tool
 from orchestrator.workflow import StepContext, Workflow
 

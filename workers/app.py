@@ -10,7 +10,7 @@ from typing import Any
 from celery import Celery, signals
 
 from config import build_celery_config
-from orchestrator import runtime
+from orchestrator import runtime, subsystems
 from orchestrator.errors import ConfigError
 
 _settings = runtime.current().settings
@@ -26,20 +26,21 @@ app.conf.update(build_celery_config(_settings))
 
 @signals.worker_init.connect
 def _on_worker_init(**_: Any) -> None:
-    runtime.current().load_workflows()
+    subsystems.current().load_workflows()
 
 
 @signals.worker_process_init.connect
 def _on_process_init(**_: Any) -> None:
-    # A fresh prefork child: its own pools, workflows imported before the first task.
-    runtime.current().load_workflows()
+    # A fresh prefork child: its own pools, and its step runner (workflows imported)
+    # built before the first task.
+    subsystems.current().runner  # noqa: B018
 
 
 @signals.worker_process_shutdown.connect
 def _on_process_shutdown(**_: Any) -> None:
-    runtime.current().close()
+    subsystems.current().close()
 
 
 @signals.worker_shutdown.connect
 def _on_worker_shutdown(**_: Any) -> None:
-    runtime.current().close()
+    subsystems.current().close()

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator import state
-from orchestrator.breaker import BreakerPolicy
+from orchestrator.breakers import BreakerPolicy
 from orchestrator.tools.registry import Timeout, declare_tool
 from orchestrator.workflow import StepContext, Workflow
 

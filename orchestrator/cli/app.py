@@ -180,12 +180,12 @@ def metrics(
     """Serve fleet metrics for Prometheus (queue depths, breakers, LLM, state, tokens)."""
     from prometheus_client import generate_latest, start_http_server
 
-    from orchestrator import runtime
+    from orchestrator import subsystems
     from orchestrator.metrics import registry
 
-    rt = runtime.current()
-    rt.load_workflows()
-    found = registry(rt)
+    sub = subsystems.current()
+    sub.load_workflows()
+    found = registry(sub)
     if once:
         sys.stdout.write(generate_latest(found).decode())
         return
@@ -206,18 +206,18 @@ def state_reshard(
     import redis as redis_lib
 
     from config.settings import Settings
-    from orchestrator import runtime
+    from orchestrator import subsystems
     from orchestrator.state.reshard import reshard
     from orchestrator.state.writeback import Shard
 
-    rt = runtime.current()
+    sub = subsystems.current()
     try:
         urls = [part.strip() for part in to.split(",") if part.strip()]
         target = Settings(state_redis_urls=urls).shard_urls  # validates the URLs
     except ValueError as exc:
         raise fail(f"--to: {exc}") from None
     new = [Shard(url, redis_lib.Redis.from_url(url)) for url in target]
-    report = reshard(rt.state_shards, new, rt.engine, owner=runtime.owner_id())
+    report = reshard(sub.runtime.state_shards, new, sub.state_rows, owner=sub.identity.owner())
     out.print(f"flushed {report.flushed} records; dropped {report.moved} moved copies; "
               f"{report.stayed} stay; {report.kept_dirty} kept (written during the move)")
     if report.kept_dirty:
@@ -241,8 +241,8 @@ def simulate_llm(
     host: str = "127.0.0.1",
 ) -> None:
     """Run the OpenAI-compatible provider simulator (see scripts/sim_llm.py for all flags)."""
-    from orchestrator.simulators.llm_provider import LLMSimConfig, create_app
-    from orchestrator.simulators.server import serve_forever
+    from orchestrator.devstack.simulators.llm_provider import LLMSimConfig, create_app
+    from orchestrator.devstack.simulators.server import serve_forever
 
     serve_forever(create_app(LLMSimConfig()), host, port)
 
@@ -253,8 +253,8 @@ def simulate_tools(
     host: str = "127.0.0.1",
 ) -> None:
     """Run the tool server simulator (see scripts/sim_tools.py for all flags)."""
-    from orchestrator.simulators.server import serve_forever
-    from orchestrator.simulators.tool_server import ToolSimConfig, create_app
+    from orchestrator.devstack.simulators.server import serve_forever
+    from orchestrator.devstack.simulators.tool_server import ToolSimConfig, create_app
 
     serve_forever(create_app(ToolSimConfig()), host, port)
 

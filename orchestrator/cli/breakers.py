@@ -7,22 +7,22 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator import runtime
-from orchestrator.breaker import known_breakers, recent_events
+from orchestrator import subsystems
+from orchestrator.breakers import known_breakers, recent_events
 from orchestrator.errors import UnknownTool
 
 
 def _names() -> list[str]:
-    rt = runtime.current()
-    rt.load_workflows()
+    sub = subsystems.current()
+    sub.load_workflows()
     from orchestrator.tools.registry import tools
 
-    return sorted(set(tools.names()) | set(known_breakers(rt.redis)))
+    return sorted(set(tools.names()) | set(known_breakers(sub.runtime.redis)))
 
 
 def show(*, as_json: bool) -> None:
-    rt = runtime.current()
-    statuses = [rt.breakers.get(name).status() for name in _names()]
+    sub = subsystems.current()
+    statuses = [sub.breakers.get(name).status() for name in _names()]
     console = Console()
     if as_json:
         console.print_json(json.dumps([
@@ -40,7 +40,7 @@ def show(*, as_json: bool) -> None:
         table.add_row(s.name, f"[{colors.get(s.state, 'white')}]{s.state}[/]",
                       f"{s.error_rate:.0%} of {s.calls}", probe)
     console.print(table)
-    events = recent_events(rt.redis, 10)
+    events = recent_events(sub.runtime.redis, 10)
     if events:
         console.print("recent transitions:")
         for event in events:
@@ -50,8 +50,8 @@ def show(*, as_json: bool) -> None:
 
 
 def force(name: str, state: str) -> None:
-    rt = runtime.current()
+    sub = subsystems.current()
     if name not in _names():
         raise UnknownTool(f"no breaker named {name!r} (known: {', '.join(_names()) or 'none'})")
-    rt.breakers.get(name).force(state)
+    sub.breakers.get(name).force(state)
     Console().print(f"breaker {name}: forced {state}")

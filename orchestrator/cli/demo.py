@@ -12,11 +12,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import orchestrator
-from orchestrator import runtime, state
+from orchestrator import runtime, state, subsystems
 from orchestrator.agents.support_triage import customer_key
 from orchestrator.cli.render import percentile
+from orchestrator.devstack.fleet import LocalFleet, local_fleet
 from orchestrator.invocation import Invocation, InvocationStatus
-from orchestrator.local import LocalFleet, local_fleet
 
 MESSAGES = (
     "I was charged twice for my subscription this month.",
@@ -84,7 +84,7 @@ def _run(fleet: LocalFleet, console: Console, *, invocations: int, customers: in
             ))
             progress.advance(task)
         done_task = progress.add_task("finished", total=invocations)
-        store = runtime.current().store
+        store = subsystems.current().store
         deadline = time.monotonic() + timeout
         finished: dict[str, InvocationStatus] = {}
         while len(finished) < invocations and time.monotonic() < deadline:

@@ -7,14 +7,14 @@ import signal
 import threading
 from types import FrameType
 
-from orchestrator import runtime
+from orchestrator import subsystems
 from orchestrator.state.flusher import Flusher
 
 
 def run_flusher(*, batch: int, interval: float, pace: float = 0.0) -> None:
     """One flushing thread per shard; SIGTERM or Ctrl-C stops them after their round."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    rt = runtime.current()
+    sub = subsystems.current()
     stop = threading.Event()
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
@@ -23,8 +23,8 @@ def run_flusher(*, batch: int, interval: float, pace: float = 0.0) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     threads = []
-    for shard in rt.state_shards:
-        flusher = Flusher(shard, rt.engine, owner=runtime.owner_id() + f":{shard.name}",
+    for shard in sub.runtime.state_shards:
+        flusher = Flusher(shard, sub.state_rows, owner=sub.identity.owner() + f":{shard.name}",
                           batch=batch, interval=interval, pace=pace)
         thread = threading.Thread(target=flusher.run, args=(stop,), name=f"flush-{shard.name}")
         thread.start()

@@ -9,16 +9,17 @@ from rich.console import Console
 from rich.table import Table
 
 from config.celery import QUEUES
-from orchestrator import runtime
+from orchestrator import subsystems
 
 
 def collect() -> dict[str, Any]:
     """Queue depths (Redis), live workers (Celery ping) and invocations by status."""
-    rt = runtime.current()
+    sub = subsystems.current()
+    rt = sub.runtime
     depths = {queue: int(rt.redis.llen(queue)) for queue in QUEUES}
     replies = rt.producer.control.ping(timeout=1.0) or []
     workers = sorted(name for reply in replies for name in reply)
-    return {"queues": depths, "workers": workers, "invocations": rt.store.counts()}
+    return {"queues": depths, "workers": workers, "invocations": sub.store.counts()}
 
 
 def show_status(*, as_json: bool) -> None:

@@ -9,7 +9,7 @@ from types import FrameType
 from rich.console import Console
 
 from orchestrator import runtime
-from orchestrator.local import local_fleet
+from orchestrator.devstack.fleet import local_fleet
 
 
 def run_up() -> None:

@@ -8,20 +8,18 @@ import sys
 
 from orchestrator import runtime
 from orchestrator.errors import ConfigError
-from workers.profiles import for_queues
 
 
 def run_worker(*, queues: str, concurrency: int | None, pool: str | None,
                loglevel: str) -> None:
-    """Replace this process with a Celery worker of the profile for ``queues``."""
-    settings = runtime.current().settings
+    """Replace this process with a Celery worker of the profile for ``queues``:
+    ``python -m workers`` checks the options and builds the command line."""
     runtime.current().redis_url  # noqa: B018 - a missing broker URL fails here, clearly
-    try:
-        profile = for_queues(settings, [q.strip() for q in queues.split(",") if q.strip()],
-                             pool=pool, concurrency=concurrency)
-    except ValueError as exc:
-        raise ConfigError(f"--queues/--pool/--concurrency: {exc}") from None
-    argv = [sys.executable, "-m", "celery", *profile.argv(loglevel=loglevel)]
+    argv = [sys.executable, "-m", "workers", "--queues", queues, "--loglevel", loglevel]
+    if pool is not None:
+        argv += ["--pool", pool]
+    if concurrency is not None:
+        argv += ["--concurrency", str(concurrency)]
     os.execv(sys.executable, argv)
 
 

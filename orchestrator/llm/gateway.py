@@ -23,7 +23,7 @@ import pybreaker
 import redis
 
 from config import Settings
-from orchestrator.breaker import BreakerPolicy, Breakers
+from orchestrator.breakers import BreakerPolicy, Breakers
 from orchestrator.errors import StepFailed, TransientStepError
 from orchestrator.llm.client import ChatRequest, ChatResult, ProviderFailure, chat
 from orchestrator.llm.keys import ApiKey, Provider

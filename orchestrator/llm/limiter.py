@@ -17,7 +17,6 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import redis
 
@@ -33,8 +32,8 @@ from orchestrator.constants import (
 )
 from orchestrator.errors import StepFailed, TransientStepError
 from orchestrator.llm.keys import ApiKey, Provider
+from orchestrator.lua import script
 
-_HERE = Path(__file__).parent
 HEARTBEAT = 1.0
 WAITER_TTL = 5.0
 WAIT_SAMPLES = 5000
@@ -68,8 +67,8 @@ class Limiter:
             k.id: [f"{LLM_KEY.format(pool=pool, key=k.id)}:{part}" for part in LLM_KEY_PARTS]
             for k in provider.keys
         }
-        self._acquire = client.register_script((_HERE / "limiter_acquire.lua").read_text())
-        self._release = client.register_script((_HERE / "limiter_release.lua").read_text())
+        self._acquire = script(client, "orchestrator.llm", "limiter_acquire")
+        self._release = script(client, "orchestrator.llm", "limiter_release")
 
     def _keys(self) -> list[str]:
         names = [self._waiters, self._alive, self._ticket, self._revoked]

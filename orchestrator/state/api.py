@@ -7,7 +7,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from orchestrator import runtime, telemetry
+import redis
+
+from orchestrator import telemetry
 from orchestrator.errors import VersionConflict
 from orchestrator.state.record import Record, check_key, check_value
 from orchestrator.state.router import StateRouter
@@ -18,68 +20,87 @@ UPDATE_DEADLINE_SECONDS = 60.0
 MAX_BACKOFF_SECONDS = 0.1
 
 
-def _backend() -> StateRouter:
-    return runtime.current().state
+class StateAPI:
+    """``get``, ``update`` and ``put`` over one process's state router; lost races are
+    counted (this process's total, and the fleet counter in ``telemetry``)."""
+
+    def __init__(self, router: StateRouter, *, telemetry: redis.Redis | None) -> None:
+        self.router = router
+        self.telemetry = telemetry
+        self.conflicts = 0
+
+    def _conflict(self, mode: str) -> None:
+        self.conflicts += 1
+        if self.telemetry is not None:
+            telemetry.count(self.telemetry, f"state_conflicts:{mode}")
+
+    def get(self, key: str) -> Record | None:
+        """The record at ``key``, or None if never written."""
+        return self.router.get(check_key(key))
+
+    def put(self, key: str, value: dict[str, Any], *, expected_version: int) -> Record:
+        """Write ``value`` at ``key`` if its version is ``expected_version`` (0: absent).
+
+        Raises ``VersionConflict`` when another write got there first, ``InvalidPayload``
+        for an empty key or a value that is not a JSON object.
+        """
+        check_key(key)
+        text = check_value(value)
+        return self.router.put(key, value, expected_version=expected_version, value_json=text)
+
+    def update(self, key: str, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Record:
+        """Read, apply ``fn(value) -> value``, compare-and-set; on conflict re-read and
+        re-apply.
+
+        ``fn`` gets ``{}`` for a new key and may run more than once, so it must be pure.
+        Lost races are retried with jittered exponential backoff; raises
+        ``VersionConflict`` if the write has not gone in after ``UPDATE_DEADLINE_SECONDS``.
+        """
+        check_key(key)
+        backend = self.router
+        mode = backend.mode(key)
+        started = time.perf_counter()
+        deadline = time.monotonic() + UPDATE_DEADLINE_SECONDS
+        attempt = 0
+        while time.monotonic() < deadline:
+            attempt += 1
+            current = backend.get(key)
+            version = 0 if current is None else current.version
+            value = fn(dict(current.value) if current else {})
+            text = check_value(value)
+            try:
+                record = backend.put(key, value, expected_version=version, value_json=text)
+            except VersionConflict:
+                self._conflict(mode)
+                time.sleep(random.uniform(
+                    0, min(MAX_BACKOFF_SECONDS, 0.001 * 2 ** min(attempt, 10))))
+                continue
+            if self.telemetry is not None:
+                telemetry.sample(self.telemetry, f"state_update:{mode}",
+                                 time.perf_counter() - started)
+            return record
+        raise VersionConflict(
+            f"state {key!r}: gave up after {attempt} conflicting attempts in "
+            f"{UPDATE_DEADLINE_SECONDS:.0f}s")
 
 
-class _Conflicts:
-    """Lost compare-and-set races: this process's total, and the fleet counter."""
+def _api() -> StateAPI:
+    from orchestrator import subsystems
 
-    def __init__(self) -> None:
-        self.total = 0
-
-    def increment(self, mode: str) -> None:
-        self.total += 1
-        telemetry.count(runtime.current().redis, f"state_conflicts:{mode}")
-
-
-conflicts = _Conflicts()
+    return subsystems.current().state
 
 
 def get(key: str) -> Record | None:
-    """The record at ``key``, or None if never written."""
-    return _backend().get(check_key(key))
+    """The record at ``key``, or None if never written (see :meth:`StateAPI.get`)."""
+    return _api().get(key)
 
 
 def put(key: str, value: dict[str, Any], *, expected_version: int) -> Record:
-    """Write ``value`` at ``key`` if its version is ``expected_version`` (0: absent).
-
-    Raises ``VersionConflict`` when another write got there first, ``InvalidPayload``
-    for an empty key or a value that is not a JSON object.
-    """
-    check_key(key)
-    text = check_value(value)
-    return _backend().put(key, value, expected_version=expected_version, value_json=text)
+    """Compare-and-set ``value`` at ``key`` (see :meth:`StateAPI.put`)."""
+    return _api().put(key, value, expected_version=expected_version)
 
 
 def update(key: str, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Record:
-    """Read, apply ``fn(value) -> value``, compare-and-set; on conflict re-read and re-apply.
-
-    ``fn`` gets ``{}`` for a new key and may run more than once, so it must be pure.
-    Lost races are retried with jittered exponential backoff; raises ``VersionConflict``
-    if the write has not gone in after ``UPDATE_DEADLINE_SECONDS``.
-    """
-    check_key(key)
-    backend = _backend()
-    mode = backend.mode(key)
-    started = time.perf_counter()
-    deadline = time.monotonic() + UPDATE_DEADLINE_SECONDS
-    attempt = 0
-    while time.monotonic() < deadline:
-        attempt += 1
-        current = backend.get(key)
-        version = 0 if current is None else current.version
-        value = fn(dict(current.value) if current else {})
-        text = check_value(value)
-        try:
-            record = backend.put(key, value, expected_version=version, value_json=text)
-        except VersionConflict:
-            conflicts.increment(mode)
-            time.sleep(random.uniform(0, min(MAX_BACKOFF_SECONDS, 0.001 * 2 ** min(attempt, 10))))
-            continue
-        telemetry.sample(runtime.current().redis, f"state_update:{mode}",
-                         time.perf_counter() - started)
-        return record
-    raise VersionConflict(
-        f"state {key!r}: gave up after {attempt} conflicting attempts in "
-        f"{UPDATE_DEADLINE_SECONDS:.0f}s")
+    """Read, apply ``fn``, compare-and-set, re-apply on conflict (see
+    :meth:`StateAPI.update`)."""
+    return _api().update(key, fn)

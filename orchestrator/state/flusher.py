@@ -16,7 +16,6 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.constants import (
@@ -27,21 +26,10 @@ from orchestrator.constants import (
     STATE_RECORD,
 )
 from orchestrator.state.writeback import Shard
+from orchestrator.store.state_rows import StateRows
 
 log = logging.getLogger(__name__)
 LAG_SAMPLES = 10_000
-
-_UPSERT = text(
-    """
-    INSERT INTO agent_state (key, value, version)
-    SELECT r.key, r.value, r.version
-      FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(key text, value jsonb, version int)
-    ON CONFLICT (key) DO UPDATE
-        SET value = EXCLUDED.value, version = EXCLUDED.version
-      WHERE agent_state.version < EXCLUDED.version
-    """
-)
-
 
 @dataclass(frozen=True)
 class RoundResult:
@@ -52,11 +40,11 @@ class RoundResult:
 class Flusher:
     """Drains one shard's dirty index into PostgreSQL."""
 
-    def __init__(self, shard: Shard, engine: Engine, *, owner: str, batch: int = 500,
+    def __init__(self, shard: Shard, rows: StateRows, *, owner: str, batch: int = 500,
                  interval: float = 0.05, lease_seconds: float = 10.0,
                  pace: float = 0.0) -> None:
         self.shard = shard
-        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.rows = rows
         self.owner = owner
         self.batch = batch
         self.interval = interval
@@ -86,8 +74,7 @@ class Flusher:
             flushed_keys.append(record_key)
             versions.append(int(version))
         if rows:
-            with self.engine.connect() as conn:
-                conn.execute(_UPSERT, {"rows": json.dumps(rows)})
+            self.rows.upsert_newer(rows)
         cleaned = int(self.shard.clean(
             keys=[STATE_DIRTY, STATE_FLUSH_LAGS, *flushed_keys],
             args=[STATE_CLEAN_TTL_SECONDS, LAG_SAMPLES, read_at_ms, *versions],

@@ -13,17 +13,14 @@ during the move is never dropped: that record stays, and the command reports it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-
-from sqlalchemy import Engine
 
 from orchestrator.constants import STATE_DIRTY, STATE_RECORD
 from orchestrator.errors import ServiceError
+from orchestrator.lua import script
 from orchestrator.state.flusher import Flusher
 from orchestrator.state.shards import shard_for
 from orchestrator.state.writeback import Shard
-
-_DROP = (Path(__file__).parent / "state_drop_clean.lua").read_text()
+from orchestrator.store.state_rows import StateRows
 
 
 @dataclass(frozen=True)
@@ -34,12 +31,12 @@ class ReshardReport:
     stayed: int
 
 
-def reshard(old: list[Shard], new: list[Shard], engine: Engine, *, owner: str,
+def reshard(old: list[Shard], new: list[Shard], rows: StateRows, *, owner: str,
             flush_timeout_rounds: int = 10_000) -> ReshardReport:
     """Prepare the move from shards ``old`` to ``new``; see the module docstring."""
     flushed = 0
     for shard in old:
-        flusher = Flusher(shard, engine, owner=owner, batch=1000)
+        flusher = Flusher(shard, rows, owner=owner, batch=1000)
         for _ in range(flush_timeout_rounds):
             result = flusher.flush_once()
             flushed += result.cleaned
@@ -52,7 +49,7 @@ def reshard(old: list[Shard], new: list[Shard], engine: Engine, *, owner: str,
     prefix = STATE_RECORD.format(key="")
     moved = kept = stayed = 0
     for shard in old:
-        drop = shard.client.register_script(_DROP)
+        drop = script(shard.client, "orchestrator.state", "drop_clean")
         for raw in shard.client.scan_iter(match=prefix + "*", count=1000):
             record_key = raw.decode()
             key = record_key[len(prefix):]

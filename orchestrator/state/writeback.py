@@ -9,18 +9,16 @@ and fall back to PostgreSQL on a miss, filling the cache.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import redis
 
 from orchestrator.constants import STATE_CLEAN_TTL_SECONDS, STATE_DIRTY, STATE_RECORD
 from orchestrator.errors import Backpressure, VersionConflict
+from orchestrator.lua import script
 from orchestrator.state.durable import DurableState
 from orchestrator.state.record import Record
 from orchestrator.state.shards import shard_for, shard_name
-
-_HERE = Path(__file__).parent
 
 
 class Shard:
@@ -30,9 +28,9 @@ class Shard:
         self.url = url
         self.name = shard_name(url)
         self.client = client
-        self.put = client.register_script((_HERE / "state_put.lua").read_text())
-        self.fill = client.register_script((_HERE / "state_fill.lua").read_text())
-        self.clean = client.register_script((_HERE / "state_clean.lua").read_text())
+        self.put = script(client, "orchestrator.state", "put")
+        self.fill = script(client, "orchestrator.state", "fill")
+        self.clean = script(client, "orchestrator.state", "clean")
 
     def dirty_count(self) -> int:
         return int(self.client.zcard(STATE_DIRTY))

@@ -1,8 +1,10 @@
-"""The PostgreSQL schema as SQLAlchemy 2 models. Alembic migrations create it."""
+"""The PostgreSQL schema as SQLAlchemy 2 models: every table the orchestrator owns.
+
+Alembic migrations create them; ``migrations/env.py`` compares against this metadata.
+"""
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime
 from typing import Any
 
@@ -23,23 +25,6 @@ class Base(DeclarativeBase):
     pass
 
 
-class InvocationStatus(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-
-    @property
-    def finished(self) -> bool:
-        return self in (InvocationStatus.SUCCEEDED, InvocationStatus.FAILED)
-
-
-class StepStatus(enum.StrEnum):
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-
-
 class InvocationRow(Base):
     __tablename__ = "invocations"
 
@@ -56,7 +41,6 @@ class InvocationRow(Base):
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
-    dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
@@ -72,8 +56,6 @@ class StepRow(Base):
     kind: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=1)
-    owner: Mapped[str | None] = mapped_column(String(255))
-    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     output: Mapped[Any | None] = mapped_column(JSONB)
     error: Mapped[str | None] = mapped_column(Text)
     fallback: Mapped[bool] = mapped_column(default=False)
@@ -81,3 +63,19 @@ class StepRow(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class StateRow(Base):
+    """A durable agent-state record (and the flushed copy of a write-back one).
+
+    ``version_id_col`` makes every ORM flush check the version it read:
+    ``UPDATE ... WHERE key = :k AND version = :v``.
+    """
+
+    __tablename__ = "agent_state"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    value: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+
+    __mapper_args__ = {"version_id_col": version}

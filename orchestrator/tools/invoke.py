@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import pybreaker
+import redis
 
-from orchestrator import runtime
-from orchestrator.breaker import FleetBreaker
+from orchestrator.breakers import Breakers, FleetBreaker
 from orchestrator.errors import StepFailed, TransientStepError
 from orchestrator.telemetry import count
 from orchestrator.tools.registry import Tool, tools
@@ -29,93 +29,104 @@ class ToolOutcome:
     fallback: bool = False
 
 
-def _call_http(tool: Tool, payload: dict[str, Any]) -> Any:
-    rt = runtime.current()
-    url = f"{rt.settings.tools_endpoint}{tool.http_path}"
-    timeout = httpx.Timeout(tool.timeout.read, connect=tool.timeout.connect)
-    try:
-        response = rt.http.post(url, json=payload, timeout=timeout)
-    except httpx.TimeoutException:
-        raise TransientStepError(
-            f"tool {tool.name!r} timed out after {tool.timeout.read:.1f}s"
-        ) from None
-    except httpx.HTTPError as exc:
-        raise TransientStepError(f"tool {tool.name!r}: {type(exc).__name__}: {exc}") from None
-    if response.status_code >= 500 or response.status_code == 429:
-        raise TransientStepError(f"tool {tool.name!r}: HTTP {response.status_code}")
-    if response.status_code >= 400:
-        raise StepFailed(f"tool {tool.name!r} refused the input: HTTP {response.status_code} "
-                         f"{response.text[:200]}")
-    try:
-        return response.json()
-    except ValueError:
-        raise TransientStepError(f"tool {tool.name!r} answered with non-JSON") from None
-
-
-def _run(tool: Tool, payload: dict[str, Any]) -> Any:
-    """The tool itself, errors classified (runs on a tool thread)."""
-    if tool.fn is None:
-        return _call_http(tool, payload)
-    try:
-        return tool.fn(payload)
-    except (StepFailed, TransientStepError):
-        raise
-    except Exception as exc:
-        raise TransientStepError(f"tool {tool.name!r}: {type(exc).__name__}: {exc}") from exc
-
-
 class Abandoned(Exception):
     """The tool's breaker opened while this call waited: its answer is no longer awaited."""
 
 
-def _call(tool: Tool, payload: dict[str, Any], breaker: FleetBreaker) -> Any:
-    """Run the tool on a tool thread and wait for it, at most its timeout, and only while
-    its breaker stays closed: once the fleet has seen the tool fail, calls already in
-    flight stop waiting too. The thread of an abandoned call runs on until the tool's own
-    timeout ends it; the worker's slot is free at once."""
-    future = runtime.current().tool_threads.submit(_run, tool, payload)
-    limit = tool.timeout.read + (tool.timeout.connect if tool.is_http else 0.0)
-    deadline = time.monotonic() + limit
-    while True:
-        remaining = deadline - time.monotonic()
+class ToolInvoker:
+    """Calls tools for one process: HTTP tools through its pooled client, callables on
+    its tool threads, each behind its fleet-wide breaker."""
+
+    def __init__(self, *, breakers: Breakers, http: httpx.Client, endpoint: str,
+                 threads: concurrent.futures.ThreadPoolExecutor,
+                 telemetry: redis.Redis) -> None:
+        self.breakers = breakers
+        self.http = http
+        self.endpoint = endpoint
+        self.threads = threads
+        self.telemetry = telemetry
+
+    def _call_http(self, tool: Tool, payload: dict[str, Any]) -> Any:
+        url = f"{self.endpoint}{tool.http_path}"
+        timeout = httpx.Timeout(tool.timeout.read, connect=tool.timeout.connect)
         try:
-            return future.result(timeout=max(0.0, min(WATCH_INTERVAL, remaining)))
-        except concurrent.futures.TimeoutError:
-            if remaining <= WATCH_INTERVAL:
-                raise TransientStepError(
-                    f"tool {tool.name!r} timed out after {limit:.1f}s") from None
-            if breaker.is_open():
-                raise Abandoned(tool.name) from None
-
-
-def invoke(name: str, payload: dict[str, Any], *, last_attempt: bool) -> ToolOutcome:
-    """Call tool ``name`` through its fleet-wide breaker.
-
-    The fallback answers at once while the breaker is open, and after a transient
-    failure on the last attempt. Raises ``UnknownTool``, ``StepFailed`` (the tool
-    refused the input) or, before the last attempt, ``TransientStepError`` (retried).
-    """
-    tool = tools.get(name)
-    rt = runtime.current()
-    breaker = rt.breakers.get(tool.name, tool.breaker)
-
-    def timed_call() -> Any:
-        started = time.monotonic()
+            response = self.http.post(url, json=payload, timeout=timeout)
+        except httpx.TimeoutException:
+            raise TransientStepError(
+                f"tool {tool.name!r} timed out after {tool.timeout.read:.1f}s"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise TransientStepError(
+                f"tool {tool.name!r}: {type(exc).__name__}: {exc}") from None
+        if response.status_code >= 500 or response.status_code == 429:
+            raise TransientStepError(f"tool {tool.name!r}: HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise StepFailed(f"tool {tool.name!r} refused the input: HTTP "
+                             f"{response.status_code} {response.text[:200]}")
         try:
-            return _call(tool, payload, breaker)
-        except (TransientStepError, Abandoned):
-            # Worker time lost to a failing tool: what breakers exist to save.
-            count(rt.redis, f"tool_blocked_ms:{tool.name}",
-                  int((time.monotonic() - started) * 1000))
-            raise
+            return response.json()
+        except ValueError:
+            raise TransientStepError(f"tool {tool.name!r} answered with non-JSON") from None
 
-    try:
-        return ToolOutcome(breaker.call(
-            timed_call, is_failure=lambda exc: isinstance(exc, TransientStepError)))
-    except (pybreaker.CircuitBreakerError, Abandoned):
-        return ToolOutcome(tool.fallback(payload), fallback=True)
-    except TransientStepError as exc:
-        if not last_attempt:
+    def _run(self, tool: Tool, payload: dict[str, Any]) -> Any:
+        """The tool itself, errors classified (runs on a tool thread)."""
+        if tool.fn is None:
+            return self._call_http(tool, payload)
+        try:
+            return tool.fn(payload)
+        except (StepFailed, TransientStepError):
             raise
-        log.warning("tool %s failed on its last attempt (%s); serving its fallback", name, exc)
-        return ToolOutcome(tool.fallback(payload), fallback=True)
+        except Exception as exc:
+            raise TransientStepError(
+                f"tool {tool.name!r}: {type(exc).__name__}: {exc}") from exc
+
+    def _call(self, tool: Tool, payload: dict[str, Any], breaker: FleetBreaker) -> Any:
+        """Run the tool on a tool thread and wait for it, at most its timeout, and only
+        while its breaker stays closed: once the fleet has seen the tool fail, calls
+        already in flight stop waiting too. The thread of an abandoned call runs on until
+        the tool's own timeout ends it; the worker's slot is free at once."""
+        future = self.threads.submit(self._run, tool, payload)
+        limit = tool.timeout.read + (tool.timeout.connect if tool.is_http else 0.0)
+        deadline = time.monotonic() + limit
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                return future.result(timeout=max(0.0, min(WATCH_INTERVAL, remaining)))
+            except concurrent.futures.TimeoutError:
+                if remaining <= WATCH_INTERVAL:
+                    raise TransientStepError(
+                        f"tool {tool.name!r} timed out after {limit:.1f}s") from None
+                if breaker.is_open():
+                    raise Abandoned(tool.name) from None
+
+    def invoke(self, name: str, payload: dict[str, Any], *, last_attempt: bool) -> ToolOutcome:
+        """Call tool ``name`` through its fleet-wide breaker.
+
+        The fallback answers at once while the breaker is open, and after a transient
+        failure on the last attempt. Raises ``UnknownTool``, ``StepFailed`` (the tool
+        refused the input) or, before the last attempt, ``TransientStepError`` (retried).
+        """
+        tool = tools.get(name)
+        breaker = self.breakers.get(tool.name, tool.breaker)
+
+        def timed_call() -> Any:
+            started = time.monotonic()
+            try:
+                return self._call(tool, payload, breaker)
+            except (TransientStepError, Abandoned):
+                # Worker time lost to a failing tool: what breakers exist to save.
+                count(self.telemetry, f"tool_blocked_ms:{tool.name}",
+                      int((time.monotonic() - started) * 1000))
+                raise
+
+        try:
+            return ToolOutcome(breaker.call(
+                timed_call, is_failure=lambda exc: isinstance(exc, TransientStepError)))
+        except (pybreaker.CircuitBreakerError, Abandoned):
+            return ToolOutcome(tool.fallback(payload), fallback=True)
+        except TransientStepError as exc:
+            if not last_attempt:
+                raise
+            log.warning("tool %s failed on its last attempt (%s); serving its fallback",
+                        name, exc)
+            return ToolOutcome(tool.fallback(payload), fallback=True)

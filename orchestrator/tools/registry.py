@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.breaker import BreakerPolicy
+from orchestrator.breakers import BreakerPolicy
 from orchestrator.errors import ToolDefinitionError, UnknownTool
 from orchestrator.workflow import NAME_PATTERN
 

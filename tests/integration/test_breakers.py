@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 import orchestrator
 from config import Settings
-from orchestrator import runtime, telemetry
-from orchestrator.breaker import BreakerPolicy, FleetBreaker, recent_events
+from orchestrator import subsystems, telemetry
+from orchestrator.breakers import BreakerPolicy, FleetBreaker, recent_events
 from orchestrator.cli.app import app
 from orchestrator.invocation import InvocationStatus
 from tests.breaker_workers import race_for_probe
@@ -41,7 +41,7 @@ def test_hanging_tool_trips_breaker_then_fallback_answers_fast_everywhere(
     first = [orchestrator.submit("test-tool", {"q": i}) for i in range(6)]
     done = [orchestrator.wait(i, timeout=60) for i in first]
     assert all(d.status is InvocationStatus.SUCCEEDED for d in done)  # degraded, not failed
-    breaker = runtime.current().breakers.get("test_flaky")
+    breaker = subsystems.current().breakers.get("test_flaky")
     assert breaker.status().state == "open"
     hung = int(client.hget("test:tool-calls", "hang") or 0)
     assert 4 <= hung <= 4 + 12  # tripped after the window's minimum, not after every retry
@@ -112,7 +112,7 @@ def test_operator_forces_open_and_close_from_the_cli(settings: Settings, fleet: 
     listing = runner.invoke(app, ["breakers", "--json"], env=env)
     assert '"state": "open"' in listing.output and '"forced": true' in listing.output
     assert runner.invoke(app, ["breakers", "close", "test_flaky"], env=env).exit_code == 0
-    assert wait_for(lambda: runtime.current().breakers.get("test_flaky").status().state
+    assert wait_for(lambda: subsystems.current().breakers.get("test_flaky").status().state
                     == "closed", timeout=5)
     normal = orchestrator.wait(orchestrator.submit("test-tool", {"q": 2}), timeout=30)
     assert not normal.steps[0].fallback and normal.output == {"answer": 4}

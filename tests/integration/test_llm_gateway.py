@@ -12,11 +12,11 @@ from pydantic import SecretStr
 
 import orchestrator
 from config import Settings
-from orchestrator import runtime
+from orchestrator import subsystems
+from orchestrator.devstack.simulators.llm_provider import LLMSimConfig, create_app
+from orchestrator.devstack.simulators.server import ServerHandle, start_server
 from orchestrator.invocation import InvocationStatus
 from orchestrator.llm.keys import fingerprint
-from orchestrator.simulators.llm_provider import LLMSimConfig, create_app
-from orchestrator.simulators.server import ServerHandle, start_server
 from tests.procs import Fleet, wait_for
 
 KEYS = ("sim-key-1", "sim-key-2")
@@ -103,7 +103,7 @@ def test_rpm_is_never_exceeded_across_processes_and_excess_is_held(
     assert stats["totals"]["requests"] == 20  # type: ignore[index]
     assert stats["totals"]["rate_limited_429"] == 0  # type: ignore[index]
     assert all(k["max_requests_60s"] <= 10 for k in _key_stats(stats))
-    statuses = runtime.current().store.status_of(ids)
+    statuses = subsystems.current().store.status_of(ids)
     assert sum(s is InvocationStatus.SUCCEEDED for s in statuses.values()) == 20
     assert not any(s is InvocationStatus.FAILED for s in statuses.values())
 
@@ -137,7 +137,7 @@ def test_sigkilled_worker_frees_its_slots_when_the_lease_expires(
                       llm_timeout=3.0)  # lease = timeout + 5 s = 8 s
     victim = fleet.start("llm", pool="threads", concurrency=4)
     _ask(4)
-    limiter = runtime.current().llm.limiters["primary"]
+    limiter = subsystems.current().llm.limiters["primary"]
     assert wait_for(lambda: sum(limiter.in_flight().values()) == 4, timeout=20)
     killed_at = time.monotonic()
     victim.kill()
@@ -162,7 +162,7 @@ def test_revoked_key_leaves_rotation_and_work_continues(
         fleet.start("llm", pool="threads", concurrency=4)
     done = [orchestrator.wait(i, timeout=60) for i in _ask(20)]
     assert all(d.status is InvocationStatus.SUCCEEDED for d in done)
-    limiter = runtime.current().llm.limiters["primary"]
+    limiter = subsystems.current().llm.limiters["primary"]
     assert limiter.revoked() == {fingerprint(KEYS[0])}
     stats = _key_stats(sim.stats())
     assert stats[0]["unauthorized"] <= 8  # only calls already admitted to it
@@ -184,6 +184,6 @@ def test_provider_outage_switches_to_the_fallback(
     done = [orchestrator.wait(i, timeout=60) for i in _ask(12)]
     assert all(d.status is InvocationStatus.SUCCEEDED for d in done)
     assert {d.steps[0].output["provider"] for d in done} == {"fallback"}
-    assert runtime.current().breakers.get("llm-primary").status().state == "open"
+    assert subsystems.current().breakers.get("llm-primary").status().state == "open"
     # The open breaker spared the primary: it saw only the calls before the trip.
     assert primary.stats()["totals"]["server_errors"] <= 8  # type: ignore[index]

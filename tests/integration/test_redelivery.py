@@ -13,7 +13,7 @@ import redis
 
 import orchestrator
 from config import Settings
-from orchestrator import runtime
+from orchestrator import subsystems
 from orchestrator.invocation import InvocationStatus
 from tests.procs import Fleet, wait_for
 
@@ -24,7 +24,7 @@ def _runs(settings: Settings, tag: str) -> dict[str, int]:
 
 
 def _steps_begun(ids: list[str]) -> int:
-    inflight = runtime.current().inflight
+    inflight = subsystems.current().claims
     return sum(len(inflight.snapshot(i)[1]) + len(inflight.snapshot(i)[2]) for i in ids)
 
 

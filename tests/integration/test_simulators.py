@@ -9,11 +9,11 @@ import httpx
 import openai
 import pytest
 
-from orchestrator.simulators.llm_provider import LLMSimConfig
-from orchestrator.simulators.llm_provider import create_app as llm_app
-from orchestrator.simulators.server import ServerHandle, start_server
-from orchestrator.simulators.tool_server import ToolSimConfig
-from orchestrator.simulators.tool_server import create_app as tools_app
+from orchestrator.devstack.simulators.llm_provider import LLMSimConfig
+from orchestrator.devstack.simulators.llm_provider import create_app as llm_app
+from orchestrator.devstack.simulators.server import ServerHandle, start_server
+from orchestrator.devstack.simulators.tool_server import ToolSimConfig
+from orchestrator.devstack.simulators.tool_server import create_app as tools_app
 
 KEY = "sim-key-1"
 

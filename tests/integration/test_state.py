@@ -11,9 +11,9 @@ import pytest
 
 import orchestrator
 from config import Settings
-from orchestrator import runtime, state
+from orchestrator import runtime, state, subsystems
+from orchestrator.devstack.processes import FlusherProcess
 from orchestrator.errors import InvalidPayload, VersionConflict
-from orchestrator.processes import FlusherProcess
 from orchestrator.state.durable import DurableState
 from orchestrator.state.flusher import wait_until_clean
 from tests.procs import wait_for
@@ -41,7 +41,7 @@ def _check_exact(value: dict[str, object]) -> None:
 @pytest.mark.timeout(300)
 def test_hot_key_durable_mode_loses_no_update(settings: Settings) -> None:
     key = f"durable:{uuid.uuid4().hex[:8]}"  # no write-back prefix: PostgreSQL only
-    assert runtime.current().state.mode(key) == "durable"
+    assert subsystems.current().state.router.mode(key) == "durable"
     conflicts = _hammer_from(settings, key)
     record = state.get(key)
     assert record is not None
@@ -55,7 +55,7 @@ def test_hot_key_write_back_mode_loses_no_update_and_reaches_postgres(
     settings: Settings, tmp_path: Path
 ) -> None:
     key = f"customer:{uuid.uuid4().hex[:8]}"
-    assert runtime.current().state.mode(key) == "write-back"
+    assert subsystems.current().state.router.mode(key) == "write-back"
     flusher = FlusherProcess(settings.environment(), log_dir=tmp_path).start()
     try:
         _hammer_from(settings, key)
@@ -65,7 +65,7 @@ def test_hot_key_write_back_mode_loses_no_update_and_reaches_postgres(
         assert wait_until_clean(runtime.current().state_shards, timeout=30)
     finally:
         flusher.stop()
-    persisted = DurableState(runtime.current().engine).get(key)
+    persisted = DurableState(subsystems.current().state_rows).get(key)
     assert persisted is not None and persisted.version == PROCESSES * UPDATES
     _check_exact(persisted.value)
 
@@ -121,7 +121,7 @@ def test_killed_flusher_is_finished_by_the_next(settings: Settings, tmp_path: Pa
         assert wait_until_clean(shards, timeout=60)
     finally:
         second.stop()
-    durable = DurableState(runtime.current().engine)
+    durable = DurableState(subsystems.current().state_rows)
     for i, key in enumerate(keys[::50]):
         persisted = durable.get(key)
         assert persisted is not None

@@ -14,11 +14,11 @@ import redis
 
 import orchestrator
 from config import Settings
-from orchestrator import runtime, state
+from orchestrator import runtime, state, subsystems
+from orchestrator.devstack.processes import FlusherProcess
+from orchestrator.devstack.servers.postgres_server import EmbeddedPostgres
+from orchestrator.devstack.servers.redis_server import EmbeddedRedis
 from orchestrator.errors import Backpressure
-from orchestrator.processes import FlusherProcess
-from orchestrator.services.postgres_server import EmbeddedPostgres
-from orchestrator.services.redis_server import EmbeddedRedis
 from orchestrator.state.durable import DurableState
 from orchestrator.state.flusher import wait_until_clean
 from orchestrator.state.reshard import reshard
@@ -57,7 +57,7 @@ def test_two_shards_receive_keys_and_flush_independently(
         assert wait_until_clean(shards, timeout=30)
     finally:
         flusher.stop()
-    durable = DurableState(runtime.current().engine)
+    durable = DurableState(subsystems.current().state_rows)
     assert all(durable.get(k) == state.get(k) for k in keys[::10])
 
 
@@ -74,7 +74,7 @@ def test_adding_a_shard_moves_keys_without_losing_a_write(
     old_shards = runtime.current().state_shards
     two = settings.model_copy(update={"state_redis_urls": [old_url, new_url]})
     orchestrator.configure(two)
-    report = reshard(old_shards, runtime.current().state_shards, runtime.current().engine,
+    report = reshard(old_shards, runtime.current().state_shards, subsystems.current().state_rows,
                      owner="test")
     assert report.flushed == len(keys) and report.kept_dirty == 0
     assert 40 < report.moved < 160 and report.moved + report.stayed == len(keys)
@@ -87,7 +87,7 @@ def test_adding_a_shard_moves_keys_without_losing_a_write(
         assert wait_until_clean(runtime.current().state_shards, timeout=30)
     finally:
         flusher.stop()
-    durable = DurableState(runtime.current().engine)
+    durable = DurableState(subsystems.current().state_rows)
     assert all((r := durable.get(k)) is not None and r.value == {"n": 2} and r.version == 2
                for k in keys)
 
@@ -139,7 +139,7 @@ def test_postgres_outage_keeps_acknowledging_up_to_the_bound_and_loses_nothing(
             thread.join()
         assert wait_until_clean(runtime.current().state_shards, timeout=60)
         flusher.stop()
-        durable = DurableState(runtime.current().engine)
+        durable = DurableState(subsystems.current().state_rows)
         for key, n in acknowledged.items():
             persisted = durable.get(key)
             assert persisted is not None and persisted.value["n"] == n, key

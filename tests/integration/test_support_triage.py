@@ -11,9 +11,9 @@ import pytest
 
 import orchestrator
 from config import Settings
-from orchestrator import runtime, state
+from orchestrator import runtime, state, subsystems
+from orchestrator.devstack.processes import FlusherProcess
 from orchestrator.invocation import InvocationStatus
-from orchestrator.processes import FlusherProcess
 from orchestrator.state.durable import DurableState
 from orchestrator.state.flusher import wait_until_clean
 from tests.procs import Fleet
@@ -67,5 +67,5 @@ def test_concurrent_invocations_for_one_customer_lose_no_ticket(
         assert wait_until_clean(runtime.current().state_shards, timeout=30)
     finally:
         flusher.stop()
-    persisted = DurableState(runtime.current().engine).get(f"customer:{customer}")
+    persisted = DurableState(subsystems.current().state_rows).get(f"customer:{customer}")
     assert persisted is not None and persisted.value == record.value

@@ -6,13 +6,13 @@ import pytest
 from celery import Celery
 from pydantic import BaseModel
 
-from orchestrator.dispatch import build_chain
 from orchestrator.errors import (
     ToolDefinitionError,
     UnknownTool,
     UnknownWorkflow,
     WorkflowDefinitionError,
 )
+from orchestrator.execution.dispatch import build_chain
 from orchestrator.tools.registry import Timeout, ToolRegistry
 from orchestrator.workflow import Registry, StepKind, Workflow, registry
 

@@ -13,14 +13,14 @@ import subprocess
 import time
 from pathlib import Path
 
-from orchestrator.errors import ServiceError
-from orchestrator.services.lifecycle import ManagedServer
-from orchestrator.services.ports import (
+from orchestrator.devstack.servers.lifecycle import ManagedServer
+from orchestrator.devstack.servers.ports import (
     LOOPBACK,
     log_tail,
     processes_in,
     stop_pids,
 )
+from orchestrator.errors import ServiceError
 
 _FIX = "set ORCH_REDIS_URL to a Redis server you run"
 

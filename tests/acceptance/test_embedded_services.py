@@ -20,11 +20,11 @@ import pytest
 import redis
 
 from config import Settings
+from orchestrator.devstack.servers.ports import LOOPBACK, process_alive, stop_pids
+from orchestrator.devstack.servers.postgres_server import EmbeddedPostgres
+from orchestrator.devstack.servers.redis_server import EmbeddedRedis
+from orchestrator.devstack.servers.stack import service_stack, started_services
 from orchestrator.errors import ServiceError
-from orchestrator.services.ports import LOOPBACK, process_alive, stop_pids
-from orchestrator.services.postgres_server import EmbeddedPostgres
-from orchestrator.services.redis_server import EmbeddedRedis
-from orchestrator.services.stack import service_stack, started_services
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -151,8 +151,8 @@ def test_embedded_postgres_stop_leaves_no_process_and_refuses_connections(
 _CRASHING_RUN = """
 import sys, time
 from pathlib import Path
-from orchestrator.services.postgres_server import EmbeddedPostgres
-from orchestrator.services.redis_server import EmbeddedRedis
+from orchestrator.devstack.servers.postgres_server import EmbeddedPostgres
+from orchestrator.devstack.servers.redis_server import EmbeddedRedis
 data = Path(sys.argv[1])
 redis_server = EmbeddedRedis(data / "redis").start()
 postgres = EmbeddedPostgres(data / "postgres").start()

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from config import Settings
 from orchestrator.cli.app import app
-from orchestrator.services.ports import free_port
+from orchestrator.devstack.servers.ports import free_port
 from workers.profiles import profiles
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,8 +10,8 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from config import Settings
-from orchestrator.services.postgres_server import EmbeddedPostgres
-from orchestrator.services.redis_server import EmbeddedRedis
+from orchestrator.devstack.servers.postgres_server import EmbeddedPostgres
+from orchestrator.devstack.servers.redis_server import EmbeddedRedis
 
 
 def redact(url: str) -> str:

@@ -9,7 +9,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from orchestrator.services.ports import DirectoryLock, free_port, kill_child, stop_child
+from orchestrator.devstack.processes import kill_group, stop_group
+from orchestrator.devstack.servers.ports import DirectoryLock, free_port
 
 
 class ManagedServer:
@@ -71,7 +72,7 @@ class ManagedServer:
         seconds. Returns once the server is gone; a no-op when not running."""
         try:
             if self._proc is not None:
-                stop_child(self._proc, self.stop_signal,
+                stop_group(self._proc, self.stop_signal,
                            self.stop_timeout if timeout is None else timeout)
         finally:
             self._after_exit()
@@ -80,7 +81,7 @@ class ManagedServer:
         """SIGKILL without warning: a crash, for tests of what survives one."""
         try:
             if self._proc is not None:
-                kill_child(self._proc)
+                kill_group(self._proc)
         finally:
             self._after_exit()
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -25,8 +24,7 @@ from orchestrator.constants import (
     INFLIGHT,
     INFLIGHT_MIN_TTL_SECONDS,
 )
-
-_HERE = Path(__file__).parent
+from orchestrator.lua import script
 
 
 class BeginState(enum.Enum):
@@ -52,16 +50,37 @@ class Begin:
         return bool(self.previous)
 
 
-class InFlight:
-    """The in-flight hash of each running invocation."""
+class StepClaims(Protocol):
+    """Where step deliveries claim steps and record results (Redis, or a fake in tests)."""
+
+    def begin(self, invocation_id: str, index: int, owner: str, lease: float,
+              *, steal: str = "", with_records: bool = False) -> Begin: ...
+
+    def finish(self, invocation_id: str, index: int, owner: str, record: dict[str, Any],
+               *, queue: str) -> dict[str, Any]: ...
+
+    def release(self, invocation_id: str, index: int, owner: str) -> None: ...
+
+    def claim_dispatch(self, invocation_id: str, *, stale_after: float = 30.0) -> bool: ...
+
+    def mark_dispatched(self, invocation_id: str) -> None: ...
+
+    def forget(self, invocation_id: str) -> None: ...
+
+    def snapshot(self, invocation_id: str) -> tuple[bool, dict[int, dict[str, Any]], set[int]]:
+        ...
+
+
+class RedisStepClaims:
+    """The in-flight hash of each running invocation, in the broker's Redis."""
 
     def __init__(self, client: redis.Redis, *, visibility_timeout: int) -> None:
         self.client = client
         self.ttl = max(INFLIGHT_MIN_TTL_SECONDS, 2 * visibility_timeout)
-        self._begin = client.register_script((_HERE / "inflight_begin.lua").read_text())
-        self._finish = client.register_script((_HERE / "inflight_finish.lua").read_text())
-        self._release = client.register_script((_HERE / "inflight_release.lua").read_text())
-        self._dispatch = client.register_script((_HERE / "inflight_dispatch.lua").read_text())
+        self._begin = script(client, "orchestrator.execution", "claim_begin")
+        self._finish = script(client, "orchestrator.execution", "claim_finish")
+        self._release = script(client, "orchestrator.execution", "claim_release")
+        self._dispatch = script(client, "orchestrator.execution", "dispatch_claim")
 
     @staticmethod
     def key(invocation_id: str) -> str:
@@ -105,10 +124,6 @@ class InFlight:
     def release(self, invocation_id: str, index: int, owner: str) -> None:
         """Give up our claim (before a retry), so the next delivery claims it at once."""
         self._release(keys=[self.key(invocation_id)], args=[index, owner])
-
-    def now_ms(self) -> int:
-        seconds, micros = self.client.time()
-        return int(seconds) * 1000 + int(micros) // 1000
 
     def claim_dispatch(self, invocation_id: str, *, stale_after: float = 30.0) -> bool:
         """True when the caller should publish the chain: nobody did, or a publisher

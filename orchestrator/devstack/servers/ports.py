@@ -12,7 +12,6 @@ import fcntl
 import os
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -137,32 +136,6 @@ def stop_pids(pids: Iterable[int], sig: signal.Signals, timeout: float) -> None:
     survivors = wait_gone(stubborn, 5.0)
     if survivors:
         raise ServiceError(f"could not stop processes {survivors}; stop them by hand")
-
-
-def stop_child(proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float) -> None:
-    """Stop a child started with ``start_new_session=True``: ``sig``, wait, then SIGKILL.
-
-    The SIGKILL goes to the child's whole process group, so helpers it forked (Redis's
-    AOF rewrite, PostgreSQL's backends) go with it. The child is reaped before returning.
-    """
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-            return
-        except subprocess.TimeoutExpired:
-            pass
-    kill_child(proc)
-
-
-def kill_child(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL a child and its process group (``start_new_session=True``), and reap it."""
-    if proc.poll() is None:
-        # The group id is the child's pid; only valid while it is unreaped, as it is here.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(10)
 
 
 class DirectoryLock:

@@ -18,15 +18,15 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from orchestrator.errors import ServiceError
-from orchestrator.services.lifecycle import ManagedServer
-from orchestrator.services.ports import (
+from orchestrator.devstack.servers.lifecycle import ManagedServer
+from orchestrator.devstack.servers.ports import (
     LOOPBACK,
     can_find_processes,
     log_tail,
     processes_in,
     stop_pids,
 )
+from orchestrator.errors import ServiceError
 
 SYSTEM_USER = "orchestrator-pg"
 """The unprivileged user PostgreSQL runs as when we are root (it refuses to run as root)."""

@@ -12,11 +12,11 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from config import Settings
+from config.celery import QUEUES
 from config.settings import SIMULATED_LLM_KEYS, SIMULATED_LLM_URL, SIMULATED_TOOLS_URL
 from orchestrator import runtime
-from orchestrator.processes import FlusherProcess, WorkerProcess
+from orchestrator.devstack.processes import FlusherProcess, WorkerProcess
 from orchestrator.store.migrate import upgrade
-from workers.profiles import profiles
 
 Progress = Callable[[str], None]
 
@@ -46,11 +46,11 @@ def _port_free(url: str) -> bool:
 
 @contextmanager
 def _simulators(settings: Settings, say: Progress) -> Iterator[tuple[str | None, str | None]]:
-    from orchestrator.simulators.llm_provider import LLMSimConfig
-    from orchestrator.simulators.llm_provider import create_app as llm_app
-    from orchestrator.simulators.server import start_server
-    from orchestrator.simulators.tool_server import ToolSimConfig
-    from orchestrator.simulators.tool_server import create_app as tools_app
+    from orchestrator.devstack.simulators.llm_provider import LLMSimConfig
+    from orchestrator.devstack.simulators.llm_provider import create_app as llm_app
+    from orchestrator.devstack.simulators.server import start_server
+    from orchestrator.devstack.simulators.tool_server import ToolSimConfig
+    from orchestrator.devstack.simulators.tool_server import create_app as tools_app
 
     with ExitStack() as stack:
         llm_url = tools_url = None
@@ -79,7 +79,7 @@ def local_fleet(
         if settings.redis_url and settings.database_url:
             resolved = settings
         else:
-            from orchestrator.services.stack import service_stack
+            from orchestrator.devstack.servers.stack import service_stack
 
             resolved = stack.enter_context(service_stack(settings))
         embedded = []
@@ -112,13 +112,12 @@ def local_fleet(
             flusher.start()
             fleet.flusher = flusher
             say(f"state flusher, log {flusher.log_path}")
-            for profile in profiles(resolved).values():
-                worker = WorkerProcess(resolved.environment(), ",".join(profile.queues),
-                                       pool=profile.pool, concurrency=profile.concurrency,
-                                       log_dir=log_dir, name=profile.name)
+            for queue in QUEUES:
+                # One worker per queue, with that queue's profile (``python -m workers``).
+                worker = WorkerProcess(resolved.environment(), queue, log_dir=log_dir,
+                                       name=queue)
                 stack.callback(worker.stop)
                 worker.start()
                 fleet.workers.append(worker)
-                say(f"worker {profile.name}: pool {profile.pool} x{profile.concurrency}, "
-                    f"log {worker.log_path}")
+                say(f"worker {queue}: its queue's profile, log {worker.log_path}")
         yield fleet

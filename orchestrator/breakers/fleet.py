@@ -15,14 +15,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TypeVar
 
 import pybreaker
 import redis
 
+from orchestrator.breakers.policy import BreakerPolicy, BreakerStatus
 from orchestrator.constants import (
     BREAKER,
     BREAKER_EVENTS,
@@ -31,48 +30,11 @@ from orchestrator.constants import (
     BREAKER_PROBE,
     BREAKER_WINDOW,
 )
-from orchestrator.errors import ToolDefinitionError
+from orchestrator.lua import script
 from orchestrator.telemetry import count
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_HERE = Path(__file__).parent
-
-
-@dataclass(frozen=True)
-class BreakerPolicy:
-    """When to open (``threshold`` of the last ``window`` calls failed, at least
-    ``min_calls`` seen) and how long to stay open before one probe (``reset_timeout``)."""
-
-    window: int = 20
-    min_calls: int = 10
-    threshold: float = 0.5
-    reset_timeout: float = 10.0
-    probe_timeout: float = 30.0
-
-    def __post_init__(self) -> None:
-        if self.window <= 0 or not 0 < self.min_calls <= self.window:
-            raise ToolDefinitionError(
-                f"breaker window must be positive and min_calls in 1..window, got "
-                f"window={self.window} min_calls={self.min_calls}")
-        if not 0 < self.threshold <= 1:
-            raise ToolDefinitionError(f"breaker threshold must be in (0, 1], got {self.threshold}")
-        if self.reset_timeout <= 0 or self.probe_timeout <= 0:
-            raise ToolDefinitionError("breaker reset_timeout and probe_timeout must be positive")
-
-
-@dataclass(frozen=True)
-class BreakerStatus:
-    name: str
-    state: str
-    forced: bool
-    failures: int
-    calls: int
-    next_probe_in: float | None
-
-    @property
-    def error_rate(self) -> float:
-        return self.failures / self.calls if self.calls else 0.0
 
 
 class RedisBreakerStorage(pybreaker.CircuitBreakerStorage):
@@ -140,8 +102,8 @@ class FleetBreaker:
         # pybreaker's object carries the name, the listeners and the state vocabulary;
         # its call() is not used, because it holds a lock for the whole call.
         self.pybreaker = pybreaker.CircuitBreaker(name=name, state_storage=self.storage)
-        self._admit = client.register_script((_HERE / "breaker_admit.lua").read_text())
-        self._record = client.register_script((_HERE / "breaker_record.lua").read_text())
+        self._admit = script(client, "orchestrator.breakers", "admit")
+        self._record = script(client, "orchestrator.breakers", "record")
 
     def call(self, fn: Callable[[], T], *, is_failure: Callable[[BaseException], bool]) -> T:
         """Run ``fn`` unless the breaker is open.

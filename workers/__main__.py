@@ -1,0 +1,46 @@
+"""``python -m workers --queues Q [--pool P] [--concurrency N] [--hostname H] [--loglevel L]
+[celery worker options ...]``: become a Celery worker of the profile for ``Q``.
+
+The one place a worker's command line is built (from :mod:`workers.profiles`);
+``orchestrator worker`` and the local stack's worker processes both come through here.
+Options it does not know pass through to ``celery worker``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from config import InvalidSettings, load_settings
+from workers.profiles import for_queues
+
+EXIT_BAD_INPUT = 2
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
+    parser.add_argument("--queues", "-Q", required=True, help="comma-separated queue names")
+    parser.add_argument("--pool", default=None, help="prefork, threads, solo, ...")
+    parser.add_argument("--concurrency", type=int, default=None, help="pool size")
+    parser.add_argument("--hostname", default=None, help="node name, e.g. agents-1@%%h")
+    parser.add_argument("--loglevel", default="INFO", help="Celery log level")
+    args, passthrough = parser.parse_known_args(argv)
+    try:
+        queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+        profile = for_queues(load_settings(), queues, pool=args.pool,
+                             concurrency=args.concurrency)
+    except InvalidSettings as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    except ValueError as exc:
+        print(f"error: --queues/--pool/--concurrency: {exc}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    command = [sys.executable, "-m", "celery",
+               *profile.argv(hostname=args.hostname, loglevel=args.loglevel), *passthrough]
+    # Exec, so signals (Ctrl-C, SIGTERM for a warm shutdown) reach Celery directly.
+    os.execv(sys.executable, command)
+
+
+if __name__ == "__main__":
+    main()
