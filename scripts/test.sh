@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
+# [dev] brings [demo] (simulators, embedded servers) and [bench] (plotting): the suite uses both.
 .venv/bin/python -m pip install --quiet -e ".[dev]"
 
 bash scripts/ensure_services.sh
