@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -69,7 +68,6 @@ class Settings(BaseSettings):
     llm_tpm: int = Field(default=400_000, description="tokens per minute, per key")
     llm_concurrency: int = Field(default=20, description="calls in flight, per key")
     llm_timeout: float = Field(default=60.0, description="seconds for one provider call")
-    llm_max_tokens: int = 256
     llm_max_wait: float = Field(default=300.0, description="seconds a call may wait in line")
     llm_retry_budget: int = Field(default=6, description="provider attempts per LLM step")
 
@@ -83,8 +81,6 @@ class Settings(BaseSettings):
     )
 
     tools_url: str | None = Field(default=None, description="base URL of the HTTP tools")
-    tool_connect_timeout: float = 2.0
-    tool_read_timeout: float = 10.0
 
     flower_user: str | None = None
     flower_password: SecretStr | None = None
@@ -99,8 +95,26 @@ class Settings(BaseSettings):
 
     max_payload_bytes: int = Field(default=256 * 1024, description="largest accepted payload")
     visibility_timeout: int = Field(default=3600, description="seconds before redelivery")
-    step_lease_seconds: int = Field(default=300, description="a running step's claim")
-    step_max_retries: int = 5
+    step_lease_seconds: int = Field(
+        default=60, description="a running step's claim, renewed every third of it while "
+                                "it runs; a claim not renewed for this long is dead")
+    step_max_retries: int = Field(
+        default=5, description="retries of a step after transient errors; the last attempt "
+                               "serves a tool's fallback or fails the invocation")
+    step_max_deliveries: int = Field(
+        default=5, description="deliveries of a step that may die (worker killed) before "
+                               "its invocation fails")
+    step_time_limit: int = Field(
+        default=600, description="seconds a python step may run (soft limit; the worker "
+                                 "process is killed 30 s later)")
+    llm_outage_hold: float = Field(
+        default=600.0, description="seconds an LLM step waits out a provider outage (5xx, "
+                                   "timeouts) before it fails")
+    stall_seconds: int = Field(
+        default=600, description="an unfinished invocation without progress this long is "
+                                 "re-dispatched (or failed) by the reconciler")
+    reconcile_max_redispatches: int = Field(
+        default=3, description="re-dispatches of one stalled invocation before it fails")
 
     agents_concurrency: int = 2
     llm_worker_concurrency: int = 32
@@ -157,10 +171,12 @@ class Settings(BaseSettings):
         "llm_rpm",
         "llm_tpm",
         "llm_concurrency",
-        "llm_max_tokens",
         "max_payload_bytes",
         "visibility_timeout",
         "step_lease_seconds",
+        "step_max_deliveries",
+        "step_time_limit",
+        "stall_seconds",
         "agents_concurrency",
         "llm_worker_concurrency",
         "tools_worker_concurrency",
@@ -174,14 +190,14 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a positive whole number, got {value}")
         return value
 
-    @field_validator("llm_timeout", "tool_connect_timeout", "tool_read_timeout", "llm_max_wait")
+    @field_validator("llm_timeout", "llm_max_wait", "llm_outage_hold")
     @classmethod
     def _positive_seconds(cls, value: float) -> float:
         if value <= 0:
             raise ValueError(f"must be a positive number of seconds, got {value}")
         return value
 
-    @field_validator("step_max_retries")
+    @field_validator("step_max_retries", "reconcile_max_redispatches")
     @classmethod
     def _non_negative(cls, value: int) -> int:
         if value < 0:
@@ -228,48 +244,49 @@ class Settings(BaseSettings):
         """``ORCH_TOOLS_URL``, or the built-in tool simulator's address."""
         return self.tools_url or SIMULATED_TOOLS_URL
 
-    @property
-    def uses_simulators(self) -> bool:
-        return self.llm_base_url is None or self.tools_url is None
-
     def with_services(self, *, redis_url: str, database_url: str) -> Settings:
         """A copy pointing at the given services (used after starting embedded ones)."""
         return self.model_copy(update={"redis_url": redis_url, "database_url": database_url})
 
-    def environment(self) -> dict[str, str]:
-        """The ``ORCH_*`` variables that reproduce these settings in a child process."""
+    def environment(self, *, secrets: bool = True) -> dict[str, str]:
+        """The ``ORCH_*`` variables that reproduce these settings in a child process.
+
+        Derived from the fields, so a new setting is passed on without being listed here:
+        each field that is set becomes ``ORCH_<NAME>`` (lists comma-joined, dicts
+        ``k=v,...``, secrets in clear, booleans ``true``/``false``). ``None`` and empty
+        values are left out, except an empty list or dict whose default is not empty: it
+        is passed as ``""``, so the child does not fall back to the default.
+        ``secrets=False`` leaves out the secret settings (for printing).
+        """
         env: dict[str, str] = {}
-        if self.redis_url:
-            env["ORCH_REDIS_URL"] = self.redis_url
-        if self.database_url:
-            env["ORCH_DATABASE_URL"] = self.database_url
-        if self.state_redis_urls:
-            env["ORCH_STATE_REDIS_URLS"] = ",".join(self.state_redis_urls)
-        if self.llm_base_url:
-            env["ORCH_LLM_BASE_URL"] = self.llm_base_url
-        if self.llm_api_keys:
-            env["ORCH_LLM_API_KEYS"] = ",".join(self.api_keys())
-        if self.llm_fallback_base_url:
-            env["ORCH_LLM_FALLBACK_BASE_URL"] = self.llm_fallback_base_url
-            env["ORCH_LLM_FALLBACK_API_KEYS"] = ",".join(self.fallback_keys())
-        if self.llm_fallback_model:
-            env["ORCH_LLM_FALLBACK_MODEL"] = self.llm_fallback_model
-        env["ORCH_LLM_MODEL"] = self.llm_model
-        for name in ("llm_rpm", "llm_tpm", "llm_concurrency", "llm_timeout", "llm_max_wait",
-                     "visibility_timeout", "step_lease_seconds", "step_max_retries",
-                     "max_queue_depth"):
-            env[ENV_PREFIX + name.upper()] = str(getattr(self, name))
-        if self.max_queue_depths:
-            env["ORCH_MAX_QUEUE_DEPTHS"] = ",".join(
-                f"{q}={n}" for q, n in self.max_queue_depths.items())
-        if self.tools_url:
-            env["ORCH_TOOLS_URL"] = self.tools_url
-        env["ORCH_DATA_DIR"] = str(self.data_dir)
-        env["ORCH_WORKFLOW_MODULES"] = ",".join(self.workflow_modules)
-        env["ORCH_STATE_WRITE_BACK_PREFIXES"] = ",".join(self.state_write_back_prefixes)
-        env["ORCH_STATE_DIRTY_LIMIT"] = str(self.state_dirty_limit)
-        env["ORCH_BREAKERS_ENABLED"] = "true" if self.breakers_enabled else "false"
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if value is None or (not secrets and _is_secret(value)):
+                continue
+            text = _env_value(value)
+            if text == "" and not field.get_default(call_default_factory=True):
+                continue
+            env[ENV_PREFIX + name.upper()] = text
         return env
+
+
+def _is_secret(value: Any) -> bool:
+    if isinstance(value, list):
+        return any(isinstance(item, SecretStr) for item in value)
+    return isinstance(value, SecretStr)
+
+
+def _env_value(value: Any) -> str:
+    """``value`` as its environment variable spells it (what the validators read back)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return ",".join(_env_value(item) for item in value)
+    if isinstance(value, dict):
+        return ",".join(f"{key}={_env_value(item)}" for key, item in value.items())
+    return str(value)
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -288,7 +305,3 @@ def load_settings(**overrides: Any) -> Settings:
             variable = named.group(0) if named else ENV_PREFIX + "*"
         raise InvalidSettings(variable, error["msg"]) from None
 
-
-def environ_snapshot() -> dict[str, str]:
-    """The ``ORCH_*`` variables of this process, for handing to child processes."""
-    return {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIX)}

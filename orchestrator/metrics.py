@@ -20,9 +20,9 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from config.celery import QUEUES
 from orchestrator import telemetry
 from orchestrator.breakers import known_breakers
-from orchestrator.cli.render import percentile
 from orchestrator.state.flusher import lag_samples
 from orchestrator.subsystems import Subsystems
+from orchestrator.telemetry import percentile
 
 QUANTILES = (50, 90, 99)
 

@@ -2,12 +2,14 @@
 
 Counters are one HINCRBY; samples are kept for one call in ``SAMPLE_EVERY`` (a random
 draw), so the hot paths pay almost nothing. The exporter (:mod:`orchestrator.metrics`)
-reads them at scrape time.
+reads them at scrape time; :func:`percentile` summarizes samples for it, the CLI and the
+benchmarks alike.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 
 import redis
@@ -47,3 +49,12 @@ def counters(client: redis.Redis) -> dict[str, int]:
 
 def samples(client: redis.Redis, name: str) -> list[float]:
     return [float(v) for v in client.lrange(METRIC_SAMPLES.format(name=name), 0, -1)]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The ``q``-th percentile (0-100) of ``values`` by nearest rank; ``None`` for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]

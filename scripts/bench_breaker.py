@@ -29,12 +29,12 @@ from rich.table import Table
 import orchestrator
 from config import Settings
 from orchestrator import subsystems, telemetry
-from orchestrator.cli.render import percentile
 from orchestrator.devstack.fleet import local_fleet
 from orchestrator.devstack.processes import WorkerProcess
 from orchestrator.devstack.simulators.server import start_server
 from orchestrator.devstack.simulators.tool_server import ToolSimConfig, create_app
 from orchestrator.invocation import InvocationStatus
+from orchestrator.telemetry import percentile
 
 
 @dataclass

@@ -34,11 +34,11 @@ from rich.table import Table
 import orchestrator
 from config import Settings, build_celery_config
 from orchestrator import subsystems
-from orchestrator.cli.render import percentile
 from orchestrator.devstack.fleet import local_fleet
 from orchestrator.devstack.processes import WorkerProcess
 from orchestrator.devstack.simulators.llm_provider import LLMSimConfig, create_app
 from orchestrator.devstack.simulators.server import ServerHandle, start_server
+from orchestrator.telemetry import percentile
 
 SCRIPTS = Path(__file__).resolve().parent
 KEYS = ("bench-key-1", "bench-key-2")

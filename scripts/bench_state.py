@@ -36,11 +36,11 @@ from sqlalchemy import text
 import orchestrator
 from config import Settings
 from orchestrator import runtime, subsystems
-from orchestrator.cli.render import percentile
 from orchestrator.devstack.fleet import local_fleet
 from orchestrator.devstack.processes import FlusherProcess
 from orchestrator.state.durable import DurableState
 from orchestrator.state.flusher import lag_samples, wait_until_clean
+from orchestrator.telemetry import percentile
 
 MODES = ("durable", "write-back", "naive", "redis floor")
 FLOOR = "redis floor"

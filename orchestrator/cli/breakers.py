@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
-from rich.console import Console
-from rich.table import Table
-
 from orchestrator import subsystems
 from orchestrator.breakers import known_breakers, recent_events
+from orchestrator.cli.output import out, table
 from orchestrator.errors import UnknownTool
+
+COLORS = {"closed": "green", "open": "red", "half-open": "yellow"}
 
 
 def _names() -> list[str]:
@@ -21,37 +19,37 @@ def _names() -> list[str]:
 
 
 def show(*, as_json: bool) -> None:
+    """Every breaker (declared tools and any with state in Redis), then recent transitions."""
     sub = subsystems.current()
     statuses = [sub.breakers.get(name).status() for name in _names()]
-    console = Console()
     if as_json:
-        console.print_json(json.dumps([
+        out.print_json(data=[
             {"name": s.name, "state": s.state, "forced": s.forced, "error_rate": s.error_rate,
              "failures": s.failures, "calls": s.calls, "next_probe_in_s": s.next_probe_in}
-            for s in statuses]))
+            for s in statuses])
         return
-    table = Table(title="circuit breakers")
-    for column in ("breaker", "state", "error rate (window)", "next probe"):
-        table.add_column(column)
-    colors = {"closed": "green", "open": "red", "half-open": "yellow"}
+    rows = []
     for s in statuses:
         probe = ("forced: never" if s.forced else
                  "-" if s.next_probe_in is None else f"in {s.next_probe_in:.1f}s")
-        table.add_row(s.name, f"[{colors.get(s.state, 'white')}]{s.state}[/]",
-                      f"{s.error_rate:.0%} of {s.calls}", probe)
-    console.print(table)
+        rows.append((s.name, f"[{COLORS.get(s.state, 'white')}]{s.state}[/]",
+                     f"{s.error_rate:.0%} of {s.calls}", probe))
+    out.print(table("circuit breakers",
+                    ["breaker", "state", "error rate (window)", "next probe"], rows))
     events = recent_events(sub.runtime.redis, 10)
     if events:
-        console.print("recent transitions:")
+        out.print("recent transitions:")
         for event in events:
             stamp, name, old, new, detail = event.split("|", 4)
-            console.print(f"  {float(stamp):.0f} {name}: {old} -> {new} ({detail})",
-                          highlight=False)
+            out.print(f"  {float(stamp):.0f} {name}: {old} -> {new} ({detail})",
+                      highlight=False)
 
 
 def force(name: str, state: str) -> None:
+    """Force breaker ``name`` into ``state``; raises ``UnknownTool`` for an unknown name."""
     sub = subsystems.current()
-    if name not in _names():
-        raise UnknownTool(f"no breaker named {name!r} (known: {', '.join(_names()) or 'none'})")
+    known = _names()
+    if name not in known:
+        raise UnknownTool(f"no breaker named {name!r} (known: {', '.join(known) or 'none'})")
     sub.breakers.get(name).force(state)
-    Console().print(f"breaker {name}: forced {state}")
+    out.print(f"breaker {name}: forced {state}")

@@ -14,9 +14,10 @@ from rich.table import Table
 import orchestrator
 from orchestrator import runtime, state, subsystems
 from orchestrator.agents.support_triage import customer_key
-from orchestrator.cli.render import percentile
+from orchestrator.cli.output import EXIT_FAILED, done, out, table
 from orchestrator.devstack.fleet import LocalFleet, local_fleet
 from orchestrator.invocation import Invocation, InvocationStatus
+from orchestrator.telemetry import percentile
 
 MESSAGES = (
     "I was charged twice for my subscription this month.",
@@ -126,9 +127,6 @@ def _fmt(value: float | None, unit: str = "s") -> str:
 
 
 def _summary(report: DemoReport) -> Table:
-    table = Table(title="demo: support-triage")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
     rows = [
         ("invocations submitted", str(report.submitted)),
         ("succeeded", str(report.succeeded)),
@@ -146,23 +144,20 @@ def _summary(report: DemoReport) -> Table:
         ("wall time", _fmt(report.wall_time)),
         ("throughput", f"{report.submitted / report.wall_time:.1f} invocations/s"),
     ]
-    for name, value in rows:
-        table.add_row(name, value)
-    return table
+    return table("demo: support-triage", ["measure", "value"], rows, right=["value"])
 
 
 def run_demo(*, invocations: int, customers: int, timeout: float) -> int:
     """Run the demo; returns the exit code (1 when anything failed, was lost or is wrong)."""
-    console = Console()
     settings = runtime.current().settings
-    with local_fleet(settings, say=lambda m: console.print(f"[green]✓[/] {m}")) as fleet:
-        report = _run(fleet, console, invocations=invocations, customers=customers,
+    with local_fleet(settings, say=done) as fleet:
+        report = _run(fleet, out, invocations=invocations, customers=customers,
                       timeout=timeout)
-        console.print(_summary(report))
-        console.print(
+        out.print(_summary(report))
+        out.print(
             "To watch a fleet in Flower: run `orchestrator up`, then in another shell "
             "`ORCH_FLOWER_USER=admin ORCH_FLOWER_PASSWORD=<choose one> ORCH_REDIS_URL=<the "
             "URL up prints> orchestrator flower` and open http://127.0.0.1:5555",
             highlight=False)
     ok = report.failed == 0 and report.lost == 0 and report.state_consistent
-    return 0 if ok else 1
+    return 0 if ok else EXIT_FAILED

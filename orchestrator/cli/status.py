@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
-
-from rich.console import Console
-from rich.table import Table
 
 from config.celery import QUEUES
 from orchestrator import subsystems
+from orchestrator.cli.output import out, table
 
 
 def collect() -> dict[str, Any]:
@@ -24,22 +21,15 @@ def collect() -> dict[str, Any]:
 
 def show_status(*, as_json: bool) -> None:
     data = collect()
-    console = Console()
     if as_json:
-        console.print_json(json.dumps(data))
+        out.print_json(data=data)
         return
-    queues = Table(title="queues")
-    queues.add_column("queue")
-    queues.add_column("depth", justify="right")
-    for name, depth in data["queues"].items():
-        queues.add_row(name, str(depth))
-    console.print(queues)
-    invocations = Table(title="invocations")
-    invocations.add_column("status")
-    invocations.add_column("count", justify="right")
-    for name, count in sorted(data["invocations"].items()):
-        invocations.add_row(name, str(count))
-    console.print(invocations)
-    console.print(f"workers online: {len(data['workers'])}")
+    out.print(table("queues", ["queue", "depth"],
+                    [(name, str(depth)) for name, depth in data["queues"].items()],
+                    right=["depth"]))
+    out.print(table("invocations", ["status", "count"],
+                    [(name, str(count)) for name, count in sorted(data["invocations"].items())],
+                    right=["count"]))
+    out.print(f"workers online: {len(data['workers'])}")
     for name in data["workers"]:
-        console.print(f"  {name}")
+        out.print(f"  {name}")

