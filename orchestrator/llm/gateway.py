@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -27,7 +28,7 @@ from orchestrator.breakers import BreakerPolicy, Breakers
 from orchestrator.errors import StepFailed, TransientStepError
 from orchestrator.llm.client import ChatRequest, ChatResult, ProviderFailure, chat
 from orchestrator.llm.keys import ApiKey, Provider
-from orchestrator.llm.limiter import Lease, Limiter
+from orchestrator.llm.limiter import Lease, Limiter, RedisLimiter
 from orchestrator.llm.tokens import estimate_prompt
 from orchestrator.telemetry import count
 
@@ -86,7 +87,8 @@ class Gateway:
     """LLM calls for one process, over the fleet-wide limiters of each provider."""
 
     def __init__(self, settings: Settings, client: redis.Redis, http: httpx.Client,
-                 breakers: Breakers) -> None:
+                 breakers: Breakers, *, limiters: Mapping[str, Limiter] | None = None) -> None:
+        """``limiters``: one per provider name (default: the fleet's, in ``client``'s Redis)."""
         self.settings = settings
         self.client = client
         self.http = http
@@ -94,9 +96,17 @@ class Gateway:
         self.breaker_policy = BreakerPolicy(
             window=20, min_calls=5, threshold=0.5, reset_timeout=15.0,
             probe_timeout=settings.llm_timeout + 5.0)
-        lease = settings.llm_timeout + 5.0
         self.providers = providers(settings)
-        self.limiters = {p.name: Limiter(client, p, lease_seconds=lease) for p in self.providers}
+        self.limiters: dict[str, Limiter] = (
+            dict(limiters) if limiters is not None else
+            {p.name: RedisLimiter(client, p, lease_seconds=self.lease_seconds)
+             for p in self.providers})
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a limiter lease outlives its call's start: the call's own timeout,
+        and some margin."""
+        return self.settings.llm_timeout + 5.0
 
     def complete(self, messages: list[dict[str, str]], *, max_tokens: int,
                  temperature: float = 0.0) -> Completion:

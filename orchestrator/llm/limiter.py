@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Protocol
 
 import redis
 
@@ -49,7 +50,46 @@ class Lease:
     waited: float
 
 
-class Limiter:
+class Limiter(Protocol):
+    """Admission to one provider's keys: :class:`RedisLimiter` for the fleet,
+    :class:`~orchestrator.llm.memory_limiter.MemoryLimiter` in one process (tests)."""
+
+    provider: Provider
+
+    def acquire(self, tokens: int, *, max_wait: float) -> Lease:
+        """Wait in line until some key can take a call of ``tokens``; returns its lease.
+
+        Raises ``TransientStepError`` after ``max_wait`` seconds in line, ``StepFailed``
+        when no key is usable (all revoked) or the call is larger than any key's TPM.
+        """
+        ...
+
+    def release(self, lease: Lease, actual_tokens: int | None) -> None:
+        """End ``lease``; settle its tokens to ``actual_tokens`` (None: keep the estimate)."""
+        ...
+
+    def cool_down(self, key: ApiKey, seconds: float) -> None:
+        """Keep ``key`` out of admission for ``seconds`` (after a 429 from the provider)."""
+        ...
+
+    def revoke(self, key: ApiKey) -> None:
+        """Take ``key`` out of rotation (after a 401/403)."""
+        ...
+
+    def revoked(self) -> set[str]: ...
+
+    def reset_wait_samples(self) -> None: ...
+
+    def wait_samples(self) -> list[float]:
+        """Recent seconds-in-line of admitted calls, newest first."""
+        ...
+
+    def in_flight(self) -> dict[str, int]:
+        """Leases held per key id right now (expired ones not counted)."""
+        ...
+
+
+class RedisLimiter:
     """Admission to one provider's keys, shared by every process through Redis."""
 
     def __init__(self, client: redis.Redis, provider: Provider, *, lease_seconds: float) -> None:
