@@ -31,7 +31,7 @@ app = typer.Typer(
 app.add_typer(fleet.app)
 app.add_typer(work.app)
 app.add_typer(incidents.app)
-app.add_typer(state.app, name="state")
+app.add_typer(state.app, name="state", rich_help_panel=incidents.PANEL)
 
 
 def main() -> None:

