@@ -60,6 +60,10 @@ STATE_FLUSHER_LEASE = PREFIX + "state-flusher"
 # Flush lag samples (ms from first dirty to persisted), newest first, for benchmarks.
 STATE_FLUSH_LAGS = PREFIX + "state-flush-lags"
 
+# The one active reconciler of the fleet: a lease (owner name, with expiry) renewed
+# while it runs; the others stand by and take over when it lapses.
+RECONCILER_LEADER = PREFIX + "reconciler"
+
 # Fleet-wide counters and samples for the metrics exporter (read at scrape time, so no
 # worker process keeps metric state of its own).
 METRIC_COUNTERS = PREFIX + "metrics:counters"  # hash: counter name -> value

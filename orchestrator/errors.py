@@ -59,6 +59,10 @@ class StepFailed(OrchestratorError):
     """A step raised an error that retrying will not fix."""
 
 
+class InvalidOutput(StepFailed):
+    """A step returned something that is not plain JSON (or that PostgreSQL cannot store)."""
+
+
 class TransientStepError(OrchestratorError):
     """A step failed in a way worth retrying (a timeout, a 5xx, a dropped connection).
 
@@ -68,6 +72,11 @@ class TransientStepError(OrchestratorError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class ProviderOutage(TransientStepError):
+    """No LLM provider can answer now (5xx, timeouts, breakers open): an LLM step holds,
+    without spending its retries, for up to ``ORCH_LLM_OUTAGE_HOLD`` seconds."""
 
 
 class StepBusy(OrchestratorError):
@@ -83,8 +92,13 @@ class ServiceError(OrchestratorError):
 
 
 class RetryLater(OrchestratorError):
-    """Control flow from the step runner to the task adapter: run this delivery again later."""
+    """Control flow from the step runner to the task adapter: deliver this step again
+    after ``countdown`` seconds, with ``attempts`` failed attempts counted so far and, in a
+    provider outage, ``held_since_ms`` (Redis time) when the step began to hold."""
 
-    def __init__(self, message: str, countdown: float) -> None:
+    def __init__(self, message: str, countdown: float, *, attempts: int = 0,
+                 held_since_ms: int | None = None) -> None:
         super().__init__(message)
         self.countdown = countdown
+        self.attempts = attempts
+        self.held_since_ms = held_since_ms

@@ -22,18 +22,36 @@ def encode(payload: Any) -> str:
         raise InvalidPayload(f"payload is not plain JSON: {exc}") from None
 
 
-def check_keys(value: Any, path: str = "payload") -> None:
-    """JSON object keys must be strings; ``json.dumps`` would silently coerce ints."""
+def plain_json_problem(value: Any, path: str) -> str | None:
+    """What ``json.dumps`` would let through but plain JSON in PostgreSQL cannot hold:
+    a non-string object key (``json`` silently turns ``1`` into ``"1"``) or text with a
+    NUL character (``jsonb`` rejects ``\\u0000``). None when there is neither."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return f"{path} holds a NUL character (\\u0000), which PostgreSQL cannot store"
+        return None
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                raise InvalidPayload(
-                    f"{path} has a non-string key {key!r}: JSON object keys must be strings"
-                )
-            check_keys(item, f"{path}.{key}")
+                return f"{path} has a non-string key {key!r}: JSON object keys must be strings"
+            found = (plain_json_problem(key, f"{path} key {key[:40]!r}")
+                     or plain_json_problem(item, f"{path}.{key}"))
+            if found:
+                return found
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
-            check_keys(item, f"{path}[{i}]")
+            found = plain_json_problem(item, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def check_keys(value: Any, path: str = "payload") -> None:
+    """Raise ``InvalidPayload`` for a non-string key or NUL text (see
+    :func:`plain_json_problem`)."""
+    problem = plain_json_problem(value, path)
+    if problem:
+        raise InvalidPayload(problem)
 
 
 def validate(model: type[BaseModel], payload: Any, *, max_bytes: int) -> tuple[BaseModel, str]:

@@ -20,6 +20,7 @@ from orchestrator.breakers import Breakers
 from orchestrator.execution.admission import Admission
 from orchestrator.execution.claims import RedisStepClaims
 from orchestrator.execution.identity import ProcessIdentity
+from orchestrator.execution.reconciler import Reconciler
 from orchestrator.execution.runner import RunnerPolicy, StepRunner
 from orchestrator.execution.steps import StepExecutor
 from orchestrator.llm.gateway import Gateway
@@ -109,6 +110,16 @@ class Subsystems:
                           executor=StepExecutor(llm=self.llm, tools=self.tools),
                           identity=self.identity, workflows=registry,
                           policy=RunnerPolicy.from_settings(self.settings))
+
+    def reconciler(self) -> Reconciler:
+        """A reconciler for this process (``orchestrator reconciler``)."""
+        self.load_workflows()
+        rt = self.runtime
+        return Reconciler(store=self.store, claims=self.claims, client=rt.redis,
+                          producer=rt.producer, workflows=registry,
+                          stall_seconds=self.settings.stall_seconds,
+                          max_redispatches=self.settings.reconcile_max_redispatches,
+                          owner=self.identity.owner())
 
     def close(self) -> None:
         """Stop this process's tool threads and close its connections."""

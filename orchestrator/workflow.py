@@ -175,7 +175,7 @@ class Registry:
     def load(self, modules: list[str]) -> None:
         """Import each of ``modules`` once (``ORCH_WORKFLOW_MODULES``), filling the registry.
 
-        Raises ``ConfigError`` naming a module that cannot be imported.
+        Raises ``ConfigError`` naming a module that cannot be imported or raised at import.
         """
         if self._imported.issuperset(modules):
             return
@@ -187,7 +187,16 @@ class Registry:
                     importlib.import_module(module)
                 except ImportError as exc:
                     raise ConfigError(
-                        f"ORCH_WORKFLOW_MODULES: cannot import {module!r}: {exc}"
+                        f"ORCH_WORKFLOW_MODULES: cannot import {module!r}: {exc} (is it "
+                        "installed, or on PYTHONPATH, where workers and producers run?)"
+                    ) from exc
+                except Exception as exc:
+                    # Whatever a module raises at import, the workflows it declares are
+                    # missing: nothing may start as if they were there.
+                    first = (str(exc).strip().splitlines() or [""])[0]
+                    raise ConfigError(
+                        f"ORCH_WORKFLOW_MODULES: importing {module!r} raised "
+                        f"{type(exc).__name__}: {first}"
                     ) from exc
                 self._imported.add(module)
 

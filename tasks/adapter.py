@@ -2,22 +2,56 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Task
 
 from orchestrator import subsystems
-from orchestrator.errors import RetryLater
+from orchestrator.errors import RetryLater, StepFailed
+from orchestrator.execution.runner import Delivery, backoff
+
+log = logging.getLogger(__name__)
+
+# An error escaping the runner itself (a bug, not a step's failure) is retried this many
+# times before the message is let go; the reconciler then finds the invocation stalled.
+MAX_UNEXPECTED = 20
 
 
-def deliver(task: Task, context: dict[str, Any], index: int) -> dict[str, Any]:
+def deliver(task: Task, context: dict[str, Any], index: int,
+            kwargs: dict[str, Any]) -> dict[str, Any]:
     """Run one step delivery with this process's runner; a ``RetryLater`` becomes a Celery
-    retry with its countdown.
+    retry with its countdown and the runner's count of attempts in the message.
 
-    The runner bounds the number of retries itself, hence ``max_retries=None`` here.
+    The tasks declare unlimited Celery retries (``max_retries=None`` on the decorator):
+    the runner alone bounds them.
     """
+    delivery = Delivery.from_kwargs(kwargs)
     try:
-        return subsystems.current().runner.run(context, index,
-                                               retries=int(task.request.retries or 0))
+        return subsystems.current().runner.run(context, index, delivery)
     except RetryLater as exc:
-        raise task.retry(countdown=exc.countdown, max_retries=None) from exc
+        raise _retry(task, kwargs, exc.countdown, attempts=exc.attempts,
+                     held_since_ms=exc.held_since_ms) from exc
+    except StepFailed:
+        raise
+    except Exception as exc:
+        unexpected = int(kwargs.get("unexpected") or 0) + 1
+        if unexpected > MAX_UNEXPECTED:
+            raise
+        log.exception("step %d of %s: unexpected error, delivery retried", index,
+                      context.get("invocation_id"))
+        raise _retry(task, {**kwargs, "unexpected": unexpected}, backoff(unexpected),
+                     attempts=delivery.attempts,
+                     held_since_ms=delivery.held_since_ms) from exc
+
+
+def _retry(task: Task, kwargs: dict[str, Any], countdown: float, *, attempts: int,
+           held_since_ms: int | None) -> BaseException:
+    carried = {**kwargs, "attempts": attempts}
+    if held_since_ms is None:
+        carried.pop("held_since_ms", None)
+    else:
+        carried["held_since_ms"] = held_since_ms
+    # Celery re-sends a retry without the original argsrepr unless it is passed again.
+    return task.retry(countdown=countdown, kwargs=carried,
+                      argsrepr=task.request.argsrepr)

@@ -26,7 +26,10 @@ app.conf.update(build_celery_config(_settings))
 
 @signals.worker_init.connect
 def _on_worker_init(**_: Any) -> None:
-    subsystems.current().load_workflows()
+    from workers import preflight
+
+    preflight.load_workflows_or_exit()
+    preflight.warn_on_eviction()
 
 
 @signals.worker_process_init.connect

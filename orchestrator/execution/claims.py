@@ -43,11 +43,24 @@ class Begin:
     now_ms: int = 0
     # Done records of the invocation's steps, when ``begin`` was asked for them.
     records: dict[int, dict[str, Any]] | None = None
+    # Deliveries of this step that died holding its claim (taken over since).
+    deaths: int = 0
 
     @property
     def took_over(self) -> bool:
         """True when an earlier delivery had claimed this step and did not finish it."""
         return bool(self.previous)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What an in-flight hash says about an invocation's progress (for the reconciler)."""
+
+    now_ms: int
+    records: dict[int, dict[str, Any]]
+    live_claims: set[int]  # steps whose claim's lease has not run out
+    last_progress_ms: int  # latest step start, step end or re-dispatch (0: none)
+    redispatches: int
 
 
 class StepClaims(Protocol):
@@ -60,6 +73,8 @@ class StepClaims(Protocol):
                *, queue: str) -> dict[str, Any]: ...
 
     def release(self, invocation_id: str, index: int, owner: str) -> None: ...
+
+    def renew(self, held: list[tuple[str, int, str]], lease: float) -> list[bool]: ...
 
     def claim_dispatch(self, invocation_id: str, *, stale_after: float = 30.0) -> bool: ...
 
@@ -81,6 +96,8 @@ class RedisStepClaims:
         self._finish = script(client, "orchestrator.execution", "claim_finish")
         self._release = script(client, "orchestrator.execution", "claim_release")
         self._dispatch = script(client, "orchestrator.execution", "dispatch_claim")
+        self._renew = script(client, "orchestrator.execution", "claim_renew")
+        self._redispatch = script(client, "orchestrator.execution", "redispatch")
 
     @staticmethod
     def key(invocation_id: str) -> str:
@@ -105,11 +122,22 @@ class RedisStepClaims:
                          remaining=int(reply[2]) / 1000.0)
         records = None
         if with_records:
-            pairs = reply[3:]
+            pairs = reply[4:]
             records = {int(pairs[i][5:]): json.loads(pairs[i + 1])
                        for i in range(0, len(pairs), 2)}
         return Begin(BeginState.CLAIMED, previous=reply[1].decode(), now_ms=int(reply[2]),
-                     records=records)
+                     deaths=int(reply[3]), records=records)
+
+    def renew(self, held: list[tuple[str, int, str]], lease: float) -> list[bool]:
+        """Extend each ``(invocation_id, index, owner)`` claim still held by its owner to
+        ``lease`` seconds from now, in one round trip; False where it is held no more."""
+        if not held:
+            return []
+        args: list[Any] = [int(lease * 1000)]
+        for _, index, owner in held:
+            args += [index, owner]
+        reply = self._renew(keys=[self.key(i) for i, _, _ in held], args=args)
+        return [bool(int(flag)) for flag in reply]
 
     def finish(self, invocation_id: str, index: int, owner: str, record: dict[str, Any],
                *, queue: str) -> dict[str, Any]:
@@ -136,6 +164,39 @@ class RedisStepClaims:
 
     def forget(self, invocation_id: str) -> None:
         self.client.delete(self.key(invocation_id))
+
+    def progress(self, invocation_id: str) -> Progress:
+        """The invocation's records, live claims and latest sign of progress."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.time()
+        pipe.hgetall(self.key(invocation_id))
+        (seconds, micros), raw = pipe.execute()
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        records: dict[int, dict[str, Any]] = {}
+        live: set[int] = set()
+        last = 0
+        redispatches = 0
+        for field, value in raw.items():
+            name, _, index = field.decode().partition(":")
+            if name == "done":
+                record = json.loads(value)
+                records[int(index)] = record
+                last = max(last, int(record.get("finished_ms") or 0))
+            elif name == "claim":
+                if int(value.decode().rpartition("|")[2]) > now_ms:
+                    live.add(int(index))
+            elif name == "started":
+                last = max(last, int(value))
+            elif name == "redispatched":
+                count_text, _, at = value.decode().partition("|")
+                redispatches = int(count_text)
+                last = max(last, int(at or 0))
+        return Progress(now_ms, records, live - set(records), last, redispatches)
+
+    def mark_redispatched(self, invocation_id: str) -> int:
+        """Count one re-dispatch of a stalled invocation (now, in Redis time); returns the
+        count. A re-dispatch is progress: the next one waits a whole stall period."""
+        return int(self._redispatch(keys=[self.key(invocation_id)], args=[self.ttl]))
 
     def snapshot(self, invocation_id: str) -> tuple[bool, dict[int, dict[str, Any]], set[int]]:
         """(dispatched, done records by index, indexes claimed by a running delivery)."""

@@ -10,13 +10,16 @@ from config.celery import STEP_TASKS
 from orchestrator.workflow import Workflow
 
 
-def build_chain(app: Celery, workflow: Workflow, context: dict[str, Any]) -> Any:
-    """The chain for ``workflow``: step 0 gets the context, each later step its predecessor's
-    return value (the context with one more output)."""
+def build_chain(app: Celery, workflow: Workflow, context: dict[str, Any], *,
+                start: int = 0) -> Any:
+    """The chain for ``workflow`` from step ``start``: that step gets the context, each
+    later step its predecessor's return value (the context with one more output)."""
     signatures = []
     for index, step in enumerate(workflow.steps):
+        if index < start:
+            continue
         queue = step.kind.queue
-        args: tuple[Any, ...] = (context, index) if index == 0 else (index,)
+        args: tuple[Any, ...] = (context, index) if index == start else (index,)
         # What Flower and worker logs show for the message, instead of Celery rendering
         # the whole context (payload and every output so far) at each step.
         argsrepr = (f"step {index + 1}/{len(workflow.steps)} {step.name!r} of "
@@ -26,6 +29,8 @@ def build_chain(app: Celery, workflow: Workflow, context: dict[str, Any]) -> Any
     return chain(*signatures)
 
 
-def dispatch(app: Celery, workflow: Workflow, context: dict[str, Any]) -> None:
-    """Publish the chain's first message (which carries the rest of the chain)."""
-    build_chain(app, workflow, context).apply_async()
+def dispatch(app: Celery, workflow: Workflow, context: dict[str, Any], *,
+             start: int = 0) -> None:
+    """Publish the chain's first message (which carries the rest of the chain); ``start``:
+    the step to begin at (``context["outputs"]`` then holds the earlier steps' outputs)."""
+    build_chain(app, workflow, context, start=start).apply_async()

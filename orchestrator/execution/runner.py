@@ -5,9 +5,20 @@ This is the only place that decides what a step delivery does; the Celery tasks 
 ``{"invocation_id", "workflow", "payload", "outputs"}`` and each step returns it with its
 own output added, which Celery's chain passes to the next step.
 
-The runner is built once per worker process from its collaborators (claims, the
-invocation store, the step executor, claim identity, the workflow registry), so every
-decision here runs as well against the in-memory fakes of :mod:`orchestrator.testing`.
+The progress guarantee, as this module keeps it:
+- every delivery ends in a recorded outcome (done, failed) or in ``RetryLater`` (the
+  message comes back); an infrastructure error while recording is retried here, then
+  becomes ``RetryLater``, never an acknowledged message with a lost result;
+- retries are counted here (``Delivery.attempts`` travels in the message), not by Celery:
+  the last attempt reaches a tool's fallback or records the failure;
+- a claim is renewed while its step runs (:mod:`orchestrator.execution.heartbeat`), so a
+  redelivery never runs a step beside a live one; a step whose deliveries died
+  ``max_deliveries`` times fails instead of being redelivered for ever;
+- while no LLM provider can answer, an LLM step holds (retried later without spending
+  attempts) for ``outage_hold`` seconds.
+
+The runner is built once per worker process from its collaborators, so every decision
+here runs as well against the in-memory fakes of :mod:`orchestrator.testing`.
 """
 
 from __future__ import annotations
@@ -15,12 +26,22 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from config import Settings
-from orchestrator.errors import RetryLater, StepBusy, StepFailed, TransientStepError
+from orchestrator.errors import (
+    InvalidOutput,
+    OrchestratorError,
+    ProviderOutage,
+    RetryLater,
+    StepFailed,
+)
 from orchestrator.execution.claims import Begin, BeginState, StepClaims
+from orchestrator.execution.classify import describe, is_transient, retry_after
+from orchestrator.execution.heartbeat import Heartbeat
+from orchestrator.execution.output import check_output
 from orchestrator.execution.steps import Executor, StepOutcome
 from orchestrator.invocation import InvocationStatus, StepStatus
 from orchestrator.workflow import Registry, Step, StepContext, Workflow
@@ -28,6 +49,7 @@ from orchestrator.workflow import Registry, Step, StepContext, Workflow
 log = logging.getLogger(__name__)
 
 Context = dict[str, Any]
+T = TypeVar("T")
 
 
 class InvocationEnds(Protocol):
@@ -37,6 +59,8 @@ class InvocationEnds(Protocol):
                  error: str | None, steps: list[dict[str, Any]]) -> bool: ...
 
     def status(self, invocation_id: str) -> InvocationStatus | None: ...
+
+    def mark_running(self, invocation_ids: list[str]) -> None: ...
 
 
 class ClaimIdentity(Protocol):
@@ -52,12 +76,33 @@ class RunnerPolicy:
     lease_seconds: float
     max_retries: int
     visibility_timeout: float
+    max_deliveries: int = 5
+    outage_hold: float = 600.0
+    # How long an infrastructure error while recording is retried in place (the result
+    # is in hand) before the delivery is retried instead.
+    record_retry_seconds: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RunnerPolicy:
         return cls(lease_seconds=settings.step_lease_seconds,
                    max_retries=settings.step_max_retries,
-                   visibility_timeout=settings.visibility_timeout)
+                   visibility_timeout=settings.visibility_timeout,
+                   max_deliveries=settings.step_max_deliveries,
+                   outage_hold=settings.llm_outage_hold)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a step's message says about earlier deliveries (Celery message kwargs)."""
+
+    attempts: int = 0  # attempts that failed with a transient error
+    held_since_ms: int | None = None  # Redis time the step began to hold for an outage
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any]) -> Delivery:
+        held = kwargs.get("held_since_ms")
+        return cls(attempts=int(kwargs.get("attempts") or 0),
+                   held_since_ms=None if held is None else int(held))
 
 
 def backoff(attempt: int, *, base: float = 0.5, cap: float = 30.0) -> float:
@@ -96,121 +141,293 @@ class StepRunner:
     """Runs step deliveries for one worker process."""
 
     def __init__(self, *, claims: StepClaims, store: InvocationEnds, executor: Executor,
-                 identity: ClaimIdentity, workflows: Registry, policy: RunnerPolicy) -> None:
+                 identity: ClaimIdentity, workflows: Registry, policy: RunnerPolicy,
+                 heartbeat: Heartbeat | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.claims = claims
         self.store = store
         self.executor = executor
         self.identity = identity
         self.workflows = workflows
         self.policy = policy
+        self.heartbeat = heartbeat or Heartbeat(claims, store,
+                                                lease_seconds=policy.lease_seconds)
+        self.sleep = sleep
 
-    def run(self, context: Context, index: int, *, retries: int) -> Context:
-        """Run delivery ``retries`` of step ``index``; returns the context for the next step.
+    def run(self, context: Context, index: int, delivery: Delivery | None = None) -> Context:
+        """Run one delivery of step ``index``; returns the context for the next step.
 
         A step already recorded done is skipped (its recorded output is passed on); a step
         claimed by another live delivery is retried later. Raises ``RetryLater`` when this
-        delivery should run again (a transient error with retries left, or the claim held
-        elsewhere), ``StepFailed`` when the invocation has failed (recorded before raising).
+        delivery should run again (a transient error with attempts left, an outage, the
+        claim held elsewhere, an infrastructure error), ``StepFailed`` when the invocation
+        has failed (recorded before raising).
         """
+        delivery = delivery or Delivery()
         invocation_id = str(context["invocation_id"])
-        workflow = self.workflows.get(str(context["workflow"]))
-        step = workflow.step_at(index)
-        claims = self.claims
+        try:
+            workflow = self.workflows.get(str(context["workflow"]))
+            step = workflow.step_at(index)
+        except OrchestratorError as exc:
+            # This worker does not know the workflow (ORCH_WORKFLOW_MODULES differs from
+            # the producer's): the invocation cannot run here.
+            self._fail_unknown(invocation_id, str(exc), delivery)
+            raise StepFailed(str(exc)) from exc
         owner = self.identity.owner()
-        lease = self.policy.lease_seconds
-
         ends_run = index == len(workflow.steps) - 1
-        begin = claims.begin(invocation_id, index, owner, lease, with_records=ends_run)
-        if (begin.state is BeginState.BUSY and begin.holder
-                and self.identity.is_dead(begin.holder)):
-            begin = claims.begin(invocation_id, index, owner, lease, steal=begin.holder,
-                                 with_records=ends_run)
+        try:
+            begin = self._begin(invocation_id, index, owner, with_records=ends_run)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            raise self._later(f"step {step.name}: cannot claim it ({describe(exc)})",
+                              backoff(1), delivery) from exc
         if begin.state is BeginState.DONE:
-            assert begin.record is not None
-            if begin.record["status"] != StepStatus.DONE.value:
-                raise StepFailed(f"invocation {invocation_id} failed at step {step.name}")
-            log.info("step %s of %s already done: skipped", step.name, invocation_id)
-            return with_output(context, step.name, begin.record["output"])
+            return self._skip_done(context, workflow, index, begin, delivery)
         if begin.state is BeginState.BUSY:
             wait = max(1.0, min(begin.remaining + 0.5, self.policy.visibility_timeout / 2))
-            raise RetryLater(str(StepBusy(f"step {step.name} is held by {begin.holder}", wait)),
-                             wait)
-        if begin.took_over:
-            # An earlier delivery died holding this step; it may have ended the invocation
-            # in PostgreSQL before it could say so here.
-            finished = self.store.status(invocation_id)
-            if finished is not None and finished.finished:
-                claims.release(invocation_id, index, owner)
-                if finished is InvocationStatus.FAILED:
-                    raise StepFailed(f"invocation {invocation_id} has failed")
-                return context
+            raise self._later(f"step {step.name} is held by {begin.holder}", wait, delivery)
+        claim = (invocation_id, index, owner)
+        self.heartbeat.hold(claim)
         try:
-            return self._run_claimed(context, workflow, index, retries=retries, owner=owner,
-                                     begin=begin)
+            return self._run_held(context, workflow, index, delivery=delivery, owner=owner,
+                                  begin=begin)
         except RetryLater:
-            claims.release(invocation_id, index, owner)
+            self._release(claim)
             raise
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self._release(claim)
+            raise self._later(f"step {step.name}: {describe(exc)}", backoff(2),
+                              delivery) from exc
+        finally:
+            self.heartbeat.drop(claim)
+
+    def _run_held(self, context: Context, workflow: Workflow, index: int, *,
+                  delivery: Delivery, owner: str, begin: Begin) -> Context:
+        invocation_id = str(context["invocation_id"])
+        step = workflow.step_at(index)
+        if begin.took_over and self._ended_elsewhere(invocation_id, index, owner):
+            return context
+        if index == 0:
+            self.heartbeat.started(invocation_id)
+        if begin.deaths >= self.policy.max_deliveries:
+            error = (f"worker died {begin.deaths} times running step {step.name} "
+                     "(a crash, the OOM killer or a hard time limit)")
+            self._record(context, workflow, index, begin, owner, StepStatus.FAILED, None,
+                         error, attempts=delivery.attempts + 1, started=time.monotonic(),
+                         delivery=delivery)
+            log.error("invocation %s failed: %s", invocation_id, error)
+            raise StepFailed(error)
+        return self._run_claimed(context, workflow, index, delivery=delivery, owner=owner,
+                                 begin=begin)
+
+    def _fail_unknown(self, invocation_id: str, error: str, delivery: Delivery) -> None:
+        try:
+            self._retrying(lambda: self.store.complete(
+                invocation_id, status=InvocationStatus.FAILED, output=None, error=error,
+                steps=[]))
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            raise self._later(f"cannot record that {error} ({describe(exc)})", backoff(3),
+                              delivery) from exc
+        log.error("invocation %s failed: %s", invocation_id, error)
+
+    def _begin(self, invocation_id: str, index: int, owner: str, *,
+               with_records: bool) -> Begin:
+        lease = self.policy.lease_seconds
+        begin = self.claims.begin(invocation_id, index, owner, lease, with_records=with_records)
+        if (begin.state is BeginState.BUSY and begin.holder
+                and self.identity.is_dead(begin.holder)):
+            begin = self.claims.begin(invocation_id, index, owner, lease, steal=begin.holder,
+                                      with_records=with_records)
+        return begin
+
+    def _later(self, message: str, countdown: float, delivery: Delivery, *,
+               charge: bool = False, held_since_ms: int | None = None) -> RetryLater:
+        return RetryLater(message, min(countdown, self.policy.visibility_timeout / 2),
+                          attempts=delivery.attempts + (1 if charge else 0),
+                          held_since_ms=held_since_ms)
+
+    def _release(self, claim: tuple[str, int, str]) -> None:
+        try:
+            self.claims.release(*claim)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # The claim lapses at the end of its lease instead (no heartbeat renews it).
+            log.warning("step %d of %s: could not release its claim (%s)", claim[1],
+                        claim[0], describe(exc))
+
+    def _ended_elsewhere(self, invocation_id: str, index: int, owner: str) -> bool:
+        """After taking over a claim left behind: has the invocation ended in PostgreSQL
+        already (the earlier delivery died between writing the end and saying so)?"""
+        finished = self._retrying(lambda: self.store.status(invocation_id))
+        if finished is None or not finished.finished:
+            return False
+        self._release((invocation_id, index, owner))
+        if finished is InvocationStatus.FAILED:
+            raise StepFailed(f"invocation {invocation_id} has failed")
+        return True
+
+    def _skip_done(self, context: Context, workflow: Workflow, index: int, begin: Begin,
+                   delivery: Delivery) -> Context:
+        """The step is recorded done (or failed) in Redis: pass its output on. A failed
+        step or the last one first makes sure PostgreSQL has the invocation's end: a
+        delivery that recorded in Redis while PostgreSQL was down left that to us."""
+        assert begin.record is not None
+        invocation_id = str(context["invocation_id"])
+        step = workflow.step_at(index)
+        failed = begin.record["status"] != StepStatus.DONE.value
+        if failed or index == len(workflow.steps) - 1:
+            try:
+                self._ensure_end(invocation_id, index, begin.record)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                raise self._later(f"step {step.name}: cannot write the invocation's end "
+                                  f"({describe(exc)})", backoff(2), delivery) from exc
+        if failed:
+            raise StepFailed(f"invocation {invocation_id} failed at step {step.name}")
+        log.info("step %s of %s already done: skipped", step.name, invocation_id)
+        return with_output(context, step.name, begin.record["output"])
+
+    def _ensure_end(self, invocation_id: str, index: int, record: dict[str, Any]) -> None:
+        status = self.store.status(invocation_id)
+        if status is not None and status.finished:
+            return
+        _, records, _ = self.claims.snapshot(invocation_id)
+        records[index] = record
+        self._complete(invocation_id, records, record)
+
+    def _complete(self, invocation_id: str, records: dict[int, dict[str, Any]],
+                  ending: dict[str, Any]) -> None:
+        failed = ending["status"] == StepStatus.FAILED.value
+        self.store.complete(
+            invocation_id,
+            status=InvocationStatus.FAILED if failed else InvocationStatus.SUCCEEDED,
+            output=None if failed else ending["output"],
+            error=ending["error"],
+            steps=[{"idx": i, **r} for i, r in sorted(records.items())],
+        )
+
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        """``fn()``, retried in place with backoff on infrastructure errors for up to
+        ``record_retry_seconds``; the last error is raised after that."""
+        deadline = time.monotonic() + self.policy.record_retry_seconds
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except Exception as exc:
+                if not is_transient(exc) or time.monotonic() >= deadline:
+                    raise
+                attempt += 1
+                log.warning("recording a step result failed (%s); retrying", describe(exc))
+                self.sleep(min(backoff(attempt, base=0.2, cap=5.0),
+                               max(0.0, deadline - time.monotonic())))
 
     def _finish(self, context: Context, workflow: Workflow, index: int,
                 record: dict[str, Any], *, owner: str, begin: Begin) -> dict[str, Any]:
         """Record the step; after the last step or a failure, write the invocation's end to
-        PostgreSQL first, so "done" in Redis never stands for an end PostgreSQL lacks."""
+        PostgreSQL first, so "done" in Redis stands for an end PostgreSQL has, except when
+        PostgreSQL stays unreachable: then the record goes to Redis alone and the next
+        delivery of this step (``_skip_done``) writes the end."""
         invocation_id = str(context["invocation_id"])
         failed = record["status"] == StepStatus.FAILED.value
+        queue = workflow.step_at(index).kind.queue
         if failed or index == len(workflow.steps) - 1:
             # Steps before this one were done before it began, so the records its begin
             # brought back are complete; only a failure elsewhere needs to read them now.
             if begin.records is not None:
                 records = dict(begin.records)
             else:
-                _, records, _ = self.claims.snapshot(invocation_id)
+                _, records, _ = self._retrying(lambda: self.claims.snapshot(invocation_id))
             records[index] = record
-            steps = [{"idx": i, **r} for i, r in sorted(records.items())]
-            self.store.complete(
-                invocation_id,
-                status=InvocationStatus.FAILED if failed else InvocationStatus.SUCCEEDED,
-                output=None if failed else record["output"],
-                error=record["error"],
-                steps=steps,
-            )
-        return self.claims.finish(invocation_id, index, owner, record,
-                                  queue=workflow.step_at(index).kind.queue)
+            try:
+                self._retrying(lambda: self._complete(invocation_id, records, record))
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self._retrying(lambda: self.claims.finish(invocation_id, index, owner,
+                                                          record, queue=queue))
+                raise
+        return self._retrying(lambda: self.claims.finish(invocation_id, index, owner, record,
+                                                         queue=queue))
 
-    def _run_claimed(self, context: Context, workflow: Workflow, index: int, *, retries: int,
-                     owner: str, begin: Begin) -> Context:
+    def _record(self, context: Context, workflow: Workflow, index: int, begin: Begin,
+                owner: str, status: StepStatus, outcome: StepOutcome | None,
+                error: str | None, *, attempts: int, started: float,
+                delivery: Delivery) -> dict[str, Any]:
+        """Record this delivery's outcome; an infrastructure error that outlasts the
+        in-place retries becomes ``RetryLater`` (the outcome is then either in Redis, and
+        the next delivery finishes the job, or nowhere, and the step runs again)."""
+        step = workflow.step_at(index)
+        record = step_record(step, status=status, attempts=attempts, started_ms=begin.now_ms,
+                             duration=time.monotonic() - started, outcome=outcome,
+                             error=error)
+        try:
+            return self._finish(context, workflow, index, record, owner=owner, begin=begin)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            raise self._later(f"step {step.name}: recording its result failed "
+                              f"({describe(exc)})", backoff(3), delivery) from exc
+
+    def _run_claimed(self, context: Context, workflow: Workflow, index: int, *,
+                     delivery: Delivery, owner: str, begin: Begin) -> Context:
         invocation_id = str(context["invocation_id"])
         step = workflow.step_at(index)
-        last_attempt = retries >= self.policy.max_retries
-        ctx = StepContext(
-            invocation_id=invocation_id,
-            workflow=workflow.name,
-            step=step.name,
-            payload=workflow.payload.model_validate(context["payload"]),
-            outputs=dict(context.get("outputs") or {}),
-        )
+        attempts = delivery.attempts
+        last_attempt = attempts >= self.policy.max_retries
         started = time.monotonic()
 
         def record(status: StepStatus, outcome: StepOutcome | None,
                    error: str | None) -> dict[str, Any]:
-            return self._finish(context, workflow, index,
-                                step_record(step, status=status, attempts=retries + 1,
-                                            started_ms=begin.now_ms,
-                                            duration=time.monotonic() - started,
-                                            outcome=outcome, error=error),
-                                owner=owner, begin=begin)
+            return self._record(context, workflow, index, begin, owner, status, outcome,
+                                error, attempts=attempts + 1, started=started,
+                                delivery=delivery)
 
         try:
+            ctx = StepContext(
+                invocation_id=invocation_id,
+                workflow=workflow.name,
+                step=step.name,
+                payload=workflow.payload.model_validate(context["payload"]),
+                outputs=dict(context.get("outputs") or {}),
+            )
             outcome = self.executor.execute(step, ctx, last_attempt=last_attempt)
-        except TransientStepError as exc:
-            message = f"step {step.name}: {exc}"
-            if not last_attempt:
-                delay = exc.retry_after if exc.retry_after is not None else backoff(retries)
-                raise RetryLater(message, min(delay, self.policy.visibility_timeout / 2)) from exc
-            error = f"{message} (gave up after {retries + 1} attempts)"
-            record(StepStatus.FAILED, None, error)
-            raise StepFailed(error) from exc
+            check_output(step.name, outcome.output)
+        except InvalidOutput as exc:
+            record(StepStatus.FAILED, None, str(exc))
+            log.error("invocation %s failed: %s", invocation_id, exc)
+            raise StepFailed(str(exc)) from exc
         except Exception as exc:
-            error = f"step {step.name}: {type(exc).__name__}: {exc}"
+            if not is_transient(exc):
+                error = f"step {step.name}: {type(exc).__name__}: {exc}"
+                record(StepStatus.FAILED, None, error)
+                log.error("invocation %s failed: %s", invocation_id, error)
+                raise StepFailed(error) from exc
+            message = f"step {step.name}: {describe(exc)}"
+            if isinstance(exc, ProviderOutage):
+                held_since = delivery.held_since_ms or begin.now_ms
+                held = (begin.now_ms - held_since) / 1000
+                if held < self.policy.outage_hold:
+                    # Probe less often the longer the outage lasts.
+                    wait = retry_after(exc) or backoff(1 + int(held // 10))
+                    raise self._later(f"{message} (holding {held:.0f}s of "
+                                      f"{self.policy.outage_hold:.0f}s)",
+                                      min(wait, self.policy.outage_hold - held + 0.5),
+                                      delivery, held_since_ms=held_since) from exc
+                error = (f"{message} (no provider answered for {held:.0f}s; gave up after "
+                         f"ORCH_LLM_OUTAGE_HOLD={self.policy.outage_hold:.0f}s)")
+            elif not last_attempt:
+                raise self._later(message, retry_after(exc) or backoff(attempts), delivery,
+                                  charge=True) from exc
+            else:
+                error = f"{message} (gave up after {attempts + 1} attempts)"
             record(StepStatus.FAILED, None, error)
             log.error("invocation %s failed: %s", invocation_id, error)
             raise StepFailed(error) from exc

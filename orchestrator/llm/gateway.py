@@ -8,8 +8,9 @@ Each call waits in the fleet-wide limiter for a key with headroom, then calls it
 - 401/403: the key leaves the rotation fleet-wide (logged by fingerprint, never by value).
 - 5xx or timeout: counted by the provider's fleet-wide circuit breaker; the fallback
   provider, when configured, answers instead (through its own limiter), and while the
-  breaker is open the primary is not called at all. Without a fallback the step is
-  retried after the breaker's next probe, then fails with that reason.
+  breaker is open the primary is not called at all. When no provider can answer, the
+  step holds (``ProviderOutage``: retried after the breaker's next probe without spending
+  its retries) for up to ``ORCH_LLM_OUTAGE_HOLD``, then fails with that reason.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import redis
 
 from config import Settings
 from orchestrator.breakers import BreakerPolicy, Breakers
-from orchestrator.errors import StepFailed, TransientStepError
+from orchestrator.errors import ProviderOutage, StepFailed, TransientStepError
 from orchestrator.llm.client import ChatRequest, ChatResult, ProviderFailure, chat
 from orchestrator.llm.keys import ApiKey, Provider
 from orchestrator.llm.limiter import Lease, Limiter, RedisLimiter
@@ -35,7 +36,7 @@ from orchestrator.telemetry import count
 log = logging.getLogger(__name__)
 
 
-class ProviderUnavailable(TransientStepError):
+class ProviderUnavailable(ProviderOutage):
     """The provider answered 5xx or did not answer in time."""
 
 

@@ -9,6 +9,7 @@ the clock of the invocation's own timestamps.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,6 +57,20 @@ _COMPLETE = text(
     RETURNING id
     """
 )
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """An invocation not yet succeeded, failed or cancelled."""
+
+    id: str
+    workflow: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+    @property
+    def created_ms(self) -> int:
+        return int(self.created_at.timestamp() * 1000)
 
 
 class InvocationStore:
@@ -126,6 +141,32 @@ class InvocationStore:
                  "started_ms": started},
             ).first()
         return row is not None
+
+    @reconnecting
+    def unfinished_before(self, seconds: float, *, after: Unfinished | None = None,
+                          limit: int = 200) -> list[Unfinished]:
+        """Queued or running invocations created more than ``seconds`` ago, oldest first,
+        from after ``after`` (the last of the previous page)."""
+        created = after.created_at if after else datetime(1970, 1, 1, tzinfo=UTC)
+        with self.auto.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT id, workflow, payload, created_at FROM invocations "
+                "WHERE status IN ('queued', 'running') "
+                "AND created_at < now() - make_interval(secs => :secs) "
+                "AND (created_at, id) > (:created, :id) "
+                "ORDER BY created_at, id LIMIT :n"),
+                {"secs": seconds, "created": created, "id": after.id if after else "",
+                 "n": limit}).all()
+        return [Unfinished(str(r[0]), str(r[1]), dict(r[2]), r[3]) for r in rows]
+
+    @reconnecting
+    def mark_running(self, invocation_ids: list[str]) -> None:
+        """Invocations whose first step began: ``queued`` becomes ``running`` (an end
+        written meanwhile is left alone)."""
+        with self.auto.connect() as conn:
+            conn.execute(text(
+                "UPDATE invocations SET status = 'running', started_at = now() "
+                "WHERE id = ANY(:ids) AND status = 'queued'"), {"ids": invocation_ids})
 
     @reconnecting
     def status(self, invocation_id: str) -> InvocationStatus | None:

@@ -2,9 +2,10 @@
 -- ARGV: index, owner, lease_ms, ttl_s, steal (the dead owner we may replace, or ""),
 --       with_records ("1": also return every done record, for a step that ends the run).
 -- Returns {"done", output_json} | {"busy", owner, remaining_ms}
---       | {"claimed", previous, now_ms, [done_field, record_json]...}
--- where previous is the owner of an expired or stolen claim ("" when the step is fresh)
--- and now_ms is Redis TIME, the clock of step timestamps.
+--       | {"claimed", previous, now_ms, deaths, [done_field, record_json]...}
+-- where previous is the owner of an expired or stolen claim ("" when the step is fresh),
+-- now_ms is Redis TIME, the clock of step timestamps, and deaths counts the deliveries
+-- of this step that died holding it (each takeover of a claim left behind adds one).
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local idx = ARGV[1]
@@ -23,10 +24,14 @@ if claim then
   end
   previous = holder
 end
+local deaths = 0
+if previous ~= "" then
+  deaths = redis.call("HINCRBY", KEYS[1], "deaths:" .. idx, 1)
+end
 redis.call("HSET", KEYS[1], "claim:" .. idx, ARGV[2] .. "|" .. tostring(now + tonumber(ARGV[3])),
            "started:" .. idx, tostring(now))
 redis.call("EXPIRE", KEYS[1], tonumber(ARGV[4]))
-local reply = {"claimed", previous, tostring(now)}
+local reply = {"claimed", previous, tostring(now), tostring(deaths)}
 if ARGV[6] == "1" then
   local all = redis.call("HGETALL", KEYS[1])
   for i = 1, #all, 2 do

@@ -1,0 +1,193 @@
+"""The reconciler: the safety net under the progress guarantee.
+
+The normal paths (retries counted by the runner, recording that never acks a lost result,
+leases with a heartbeat, the poison-message counter) finish every invocation on their
+own. The reconciler is for what they cannot see: a message deleted from the broker, a
+Redis that lost its queues, a producer that died between its insert and its publish, a
+delivery whose errors outlasted every retry.
+
+Every ``interval`` seconds, the active reconciler (one per fleet: a lease in Redis; the
+others stand by) looks at invocations still ``queued`` or ``running`` that are older than
+``ORCH_STALL_SECONDS``. One is **stalled** when no step of it holds a live claim and none
+started, ended or was re-dispatched in the last ``ORCH_STALL_SECONDS`` (plus the time its
+next queue needs to drain to it, at the measured rate). A stalled invocation is:
+- completed, if its steps' records already say how it ended (PostgreSQL missed the end);
+- re-dispatched from its first unfinished step, with the outputs of the steps before it,
+  at most ``ORCH_RECONCILE_MAX_REDISPATCHES`` times;
+- then failed, with the reason.
+Invocations whose next queue holds messages but drains nothing (no consumer, a paused
+queue) are waiting, not stalled: re-sending would not run them sooner.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import redis
+from celery import Celery
+
+from orchestrator.constants import RECONCILER_LEADER
+from orchestrator.execution.admission import drain_rate
+from orchestrator.execution.claims import Progress, RedisStepClaims
+from orchestrator.execution.dispatch import dispatch
+from orchestrator.invocation import InvocationStatus, StepStatus
+from orchestrator.lua import script
+from orchestrator.store.invocations import InvocationStore, Unfinished
+from orchestrator.telemetry import count
+from orchestrator.workflow import Registry
+
+log = logging.getLogger(__name__)
+
+OWNER = "reconciler"
+
+
+@dataclass
+class Report:
+    """What one pass did."""
+
+    checked: int = 0
+    completed: list[str] = field(default_factory=list)
+    redispatched: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+class Reconciler:
+    """Finds stalled invocations and moves them on (see the module docstring)."""
+
+    def __init__(self, *, store: InvocationStore, claims: RedisStepClaims,
+                 client: redis.Redis, producer: Celery, workflows: Registry,
+                 stall_seconds: float, max_redispatches: int, owner: str) -> None:
+        self.store = store
+        self.claims = claims
+        self.client = client
+        self.producer = producer
+        self.workflows = workflows
+        self.stall_ms = int(stall_seconds * 1000)
+        self.stall_seconds = stall_seconds
+        self.max_redispatches = max_redispatches
+        self.owner = owner
+        self.interval = max(0.5, min(30.0, stall_seconds / 4))
+        self._lead = script(client, "orchestrator.execution", "leader")
+
+    def lead(self) -> bool:
+        """Take or keep the fleet's reconciler lease; True while this one is active."""
+        lease_ms = int(self.interval * 3 * 1000)
+        return bool(self._lead(keys=[RECONCILER_LEADER], args=[self.owner, lease_ms]))
+
+    def run(self, stop: threading.Event) -> None:
+        """Reconcile until ``stop`` is set; stand by while another reconciler leads."""
+        leading = False
+        while not stop.is_set():
+            try:
+                now_leading = self.lead()
+                if now_leading != leading:
+                    log.info("reconciler %s: %s", self.owner,
+                             "active" if now_leading else "standing by")
+                    leading = now_leading
+                if leading:
+                    report = self.reconcile_once()
+                    if report.completed or report.redispatched or report.failed:
+                        log.info("reconciled %d stalled invocations: %d completed, "
+                                 "%d re-dispatched, %d failed", report.checked,
+                                 len(report.completed), len(report.redispatched),
+                                 len(report.failed))
+            except Exception:
+                # Redis or PostgreSQL away: the next pass tries again.
+                log.exception("reconciler pass failed; next in %.1fs", self.interval)
+            stop.wait(self.interval)
+        if leading and self.client.get(RECONCILER_LEADER) == self.owner.encode():
+            self.client.delete(RECONCILER_LEADER)
+
+    def reconcile_once(self) -> Report:
+        report = Report()
+        after: Unfinished | None = None
+        while True:
+            page = self.store.unfinished_before(self.stall_seconds, after=after)
+            if not page:
+                return report
+            for invocation in page:
+                report.checked += 1
+                self._reconcile(invocation, report)
+            after = page[-1]
+
+    def _reconcile(self, invocation: Unfinished, report: Report) -> None:
+        progress = self.claims.progress(invocation.id)
+        if progress.live_claims:
+            return  # a step is running and renewing its claim
+        idle_ms = progress.now_ms - max(progress.last_progress_ms, invocation.created_ms)
+        if idle_ms < self.stall_ms:
+            return
+        workflow = self.workflows.get(invocation.workflow)
+        records = progress.records
+        ending = next((records[i] for i in sorted(records)
+                       if records[i]["status"] == StepStatus.FAILED.value), None)
+        if ending is None and len(records) == len(workflow.steps):
+            ending = records[len(workflow.steps) - 1]
+        if ending is not None:
+            self._complete(invocation, records, ending)
+            report.completed.append(invocation.id)
+            return
+        start = next(i for i in range(len(workflow.steps)) if i not in records)
+        step = workflow.step_at(start)
+        if not self._due(step.kind.queue, idle_ms):
+            return
+        if progress.redispatches >= self.max_redispatches:
+            self._fail(invocation, progress, start,
+                       f"no progress for {idle_ms / 1000:.0f}s at step {step.name} after "
+                       f"{progress.redispatches} re-dispatches (ORCH_STALL_SECONDS="
+                       f"{self.stall_seconds:.0f})")
+            report.failed.append(invocation.id)
+            return
+        count_now = self.claims.mark_redispatched(invocation.id)
+        context = {"invocation_id": invocation.id, "workflow": workflow.name,
+                   "payload": invocation.payload,
+                   "outputs": {workflow.step_at(i).name: records[i]["output"]
+                               for i in sorted(records)}}
+        dispatch(self.producer, workflow, context, start=start)
+        count(self.client, "reconciler_actions:redispatched")
+        log.warning("invocation %s made no progress for %.0fs: re-dispatched from step %s "
+                    "(%d of %d)", invocation.id, idle_ms / 1000, step.name, count_now,
+                    self.max_redispatches)
+        report.redispatched.append(invocation.id)
+
+    def _due(self, queue: str, idle_ms: int) -> bool:
+        """Whether the next step's queue should have reached the invocation by now."""
+        depth = int(self.client.llen(queue))
+        if depth == 0:
+            return True
+        rate = drain_rate(self.client, queue)
+        if rate <= 0:
+            return False  # waiting on a queue nothing drains: re-sending would not help
+        return idle_ms >= self.stall_ms + depth / rate * 1000
+
+    def _complete(self, invocation: Unfinished, records: dict[int, dict[str, object]],
+                  ending: dict[str, object]) -> None:
+        failed = ending["status"] == StepStatus.FAILED.value
+        self.store.complete(
+            invocation.id,
+            status=InvocationStatus.FAILED if failed else InvocationStatus.SUCCEEDED,
+            output=None if failed else ending["output"],
+            error=str(ending["error"]) if ending.get("error") else None,
+            steps=[{"idx": i, **r} for i, r in sorted(records.items())])
+        count(self.client, "reconciler_actions:completed")
+        log.warning("invocation %s had ended (%s) without PostgreSQL knowing: completed",
+                    invocation.id, ending["status"])
+
+    def _fail(self, invocation: Unfinished, progress: Progress, start: int,
+              error: str) -> None:
+        workflow = self.workflows.get(invocation.workflow)
+        step = workflow.step_at(start)
+        record = {"name": step.name, "kind": step.kind.value,
+                  "status": StepStatus.FAILED.value, "attempts": 0, "output": None,
+                  "error": error, "fallback": False, "pt": 0, "ct": 0,
+                  "started_ms": progress.now_ms, "finished_ms": progress.now_ms}
+        records = {**progress.records, start: record}
+        self.store.complete(invocation.id, status=InvocationStatus.FAILED, output=None,
+                            error=error, steps=[{"idx": i, **r} for i, r in
+                                                sorted(records.items())])
+        # A late delivery of this step now finds it ended and runs nothing.
+        self.claims.finish(invocation.id, start, OWNER, record, queue=step.kind.queue)
+        count(self.client, "reconciler_actions:failed")
+        log.error("invocation %s failed: %s", invocation.id, error)
