@@ -13,7 +13,7 @@ import orchestrator
 from config import Settings
 from orchestrator import runtime, state, subsystems
 from orchestrator.devstack.processes import FlusherProcess
-from orchestrator.errors import InvalidPayload, VersionConflict
+from orchestrator.errors import InvalidPayload
 from orchestrator.state.durable import DurableState
 from orchestrator.state.flusher import wait_until_clean
 from tests.procs import wait_for
@@ -68,20 +68,6 @@ def test_hot_key_write_back_mode_loses_no_update_and_reaches_postgres(
     persisted = DurableState(subsystems.current().state_rows).get(key)
     assert persisted is not None and persisted.version == PROCESSES * UPDATES
     _check_exact(persisted.value)
-
-
-@pytest.mark.parametrize("prefix", ["durable", "customer"])
-def test_stale_write_is_refused(settings: Settings, prefix: str) -> None:
-    key = f"{prefix}:{uuid.uuid4().hex[:8]}"
-    first = state.put(key, {"n": 1}, expected_version=0)
-    second = state.put(key, {"n": 2}, expected_version=first.version)
-    with pytest.raises(VersionConflict):
-        state.put(key, {"n": 3}, expected_version=first.version)
-    with pytest.raises(VersionConflict):
-        state.put(key, {"n": 3}, expected_version=0)
-    current = state.get(key)
-    assert current is not None and current.value == {"n": 2}
-    assert current.version == second.version
 
 
 @pytest.mark.parametrize(
