@@ -16,7 +16,7 @@ from functools import cached_property
 
 from config import Settings
 from orchestrator import runtime
-from orchestrator.breakers import Breakers
+from orchestrator.breakers import Breakers, RedisBreakerStore
 from orchestrator.execution.admission import Admission
 from orchestrator.execution.claims import RedisStepClaims
 from orchestrator.execution.identity import ProcessIdentity
@@ -72,7 +72,7 @@ class Subsystems:
 
     @cached_property
     def breakers(self) -> Breakers:
-        return Breakers(self.runtime.redis, self.identity.owner,
+        return Breakers(RedisBreakerStore(self.runtime.redis), self.identity.owner,
                         enabled=self.settings.breakers_enabled)
 
     @cached_property
