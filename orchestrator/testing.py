@@ -38,7 +38,7 @@ from orchestrator.errors import UnknownInvocation
 from orchestrator.execution.claims import Begin, BeginState
 from orchestrator.invocation import Invocation, InvocationStatus, StepRecord, TokenUsage
 from orchestrator.llm.memory_limiter import MemoryLimiter
-from orchestrator.store.invocations import step_from_record
+from orchestrator.store.invocations import Unfinished, step_from_record
 
 __all__ = ["FixedIdentity", "ManualClock", "MemoryBreakerStore", "MemoryInvocationStore",
            "MemoryLimiter", "MemoryStepClaims"]
@@ -302,6 +302,22 @@ class MemoryInvocationStore:
                 started_at=None if started is None else datetime.fromtimestamp(
                     started / 1000.0, tz=UTC))
             return True
+
+    def unfinished_before(self, seconds: float, *, after: Unfinished | None = None,
+                          limit: int = 200) -> list[Unfinished]:
+        """Queued or running invocations created more than ``seconds`` ago, oldest first,
+        from after ``after`` (the last of the previous page)."""
+        cutoff = self.clock() - seconds
+        start = (after.created_at, after.id) if after else (datetime.min.replace(tzinfo=UTC), "")
+        with self._lock:
+            found = sorted(
+                (r.invocation for r in self._rows.values()
+                 if r.invocation.status in (InvocationStatus.QUEUED, InvocationStatus.RUNNING)
+                 and r.invocation.created_at.timestamp() < cutoff
+                 and (r.invocation.created_at, r.invocation.id) > start),
+                key=lambda inv: (inv.created_at, inv.id))
+        return [Unfinished(inv.id, inv.workflow, dict(inv.payload), inv.created_at)
+                for inv in found[:limit]]
 
     def mark_running(self, invocation_ids: list[str]) -> None:
         """Invocations whose first step began: ``queued`` becomes ``running`` (an end
