@@ -56,7 +56,7 @@ def test_exhausted_budget_cools_the_key_until_the_reset(kind: str) -> None:
 
 @pytest.mark.parametrize(
     "headers",
-    [{"x-ratelimit-remaining-requests": "3", "x-ratelimit-reset-requests": "2s"},
+    [{"x-ratelimit-remaining-requests": "1", "x-ratelimit-reset-requests": "2s"},
      {"x-ratelimit-remaining-tokens": "n/a", "x-ratelimit-reset-tokens": "2s"},
      {"x-ratelimit-remaining-requests": "0"},
      {}],
