@@ -122,9 +122,10 @@ def settings(
         tools_url=tools,
         data_dir=tmp_path / "data",
         workflow_modules=["orchestrator.agents", "tests.workloads", "tests.workflows"],
+        # Shorter than the defaults so redeliveries come within a test's time; the
+        # retry budget keeps its default (ORCH_STEP_MAX_RETRIES=5), as users run it.
         visibility_timeout=20,
         step_lease_seconds=8,
-        step_max_retries=3,
     )
     orchestrator.configure(configured)
     yield configured
@@ -136,11 +137,7 @@ def fleet(
     settings: Settings, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Fleet]:
     """Start worker processes with ``fleet.start(queues, ...)``; all stop at teardown."""
-    workers = Fleet(settings.environment() | {
-        "ORCH_VISIBILITY_TIMEOUT": str(settings.visibility_timeout),
-        "ORCH_STEP_LEASE_SECONDS": str(settings.step_lease_seconds),
-        "ORCH_STEP_MAX_RETRIES": str(settings.step_max_retries),
-    }, tmp_path)
+    workers = Fleet(settings.environment(), tmp_path)
     try:
         yield workers
     finally:

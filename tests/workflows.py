@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -10,6 +13,7 @@ from pydantic import BaseModel, Field
 
 from orchestrator import runtime
 from orchestrator.breakers import BreakerPolicy
+from orchestrator.errors import Backpressure
 from orchestrator.tools.registry import Timeout, declare_tool
 from orchestrator.workflow import StepContext, Workflow
 
@@ -80,3 +84,61 @@ class ToolPayload(BaseModel):
 tooling = Workflow("test-tool", payload=ToolPayload)
 tooling.tool("ask", tool="test_flaky", input=lambda ctx: {"q": ctx.payload.q})  # type: ignore[attr-defined]
 
+
+
+# A step whose behaviour the payload chooses, for the progress-guarantee tests. Every
+# run that returns is counted in Redis (``test:probe:<tag>``), so a test sees how often a
+# side effect happened.
+class ProbePayload(BaseModel):
+    tag: str
+    first: str = "ok"  # ok | datetime | nul | backpressure | suicide | sleep
+    last: str = "ok"
+    times: int = Field(default=2, ge=0)  # backpressure: how many deliveries refuse
+    seconds: float = Field(default=0.0, ge=0, le=30)  # sleep
+
+
+def _probe(ctx: StepContext) -> dict[str, Any]:
+    payload = ctx.payload
+    assert isinstance(payload, ProbePayload)
+    mode = payload.first if ctx.step == "first" else payload.last
+    client = redis.Redis.from_url(runtime.current().redis_url)
+    field = f"{ctx.invocation_id}:{ctx.step}"
+    if mode == "suicide":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if mode == "backpressure":
+        seen = client.hincrby(f"test:probe-tries:{payload.tag}", field, 1)
+        if seen <= payload.times:
+            raise Backpressure("state layer full (test)", retry_after=0.2)
+    if mode == "sleep":
+        time.sleep(payload.seconds)
+    client.hincrby(f"test:probe:{payload.tag}", field, 1)
+    if mode == "datetime":
+        return {"at": datetime.now(UTC)}
+    if mode == "nul":
+        return {"text": "before\x00after"}
+    return {"step": ctx.step}
+
+
+probe = Workflow("test-probe", payload=ProbePayload)
+probe.python("first", _probe)
+probe.python("last", _probe)
+
+
+def _always_broken(payload: dict[str, Any]) -> dict[str, Any]:
+    redis.Redis.from_url(runtime.current().redis_url).hincrby("test:broken-calls",
+                                                              str(payload["q"]), 1)
+    raise RuntimeError("tool backend answered 502")
+
+
+# Its breaker never opens (100 calls needed), so only the runner's retries stand
+# between a failing tool and its fallback.
+declare_tool(
+    "test_broken",
+    fn=_always_broken,
+    timeout=Timeout(connect=0.1, read=1.0),
+    fallback=lambda payload: {"answer": None, "degraded": True},
+    breaker=BreakerPolicy(window=100, min_calls=100, threshold=1.0),
+)
+
+broken_tool = Workflow("test-broken-tool", payload=ToolPayload)
+broken_tool.tool("ask", tool="test_broken", input=lambda ctx: {"q": ctx.payload.q})  # type: ignore[attr-defined]

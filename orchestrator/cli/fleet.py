@@ -1,5 +1,5 @@
 """Fleet commands: run the stack or one of its processes (``up``, ``demo``, ``worker``,
-``flusher``, ``flower``, ``metrics``, ``db upgrade``, ``simulate llm|tools``).
+``flusher``, ``reconciler``, ``flower``, ``metrics``, ``db upgrade``, ``simulate llm|tools``).
 
 ``up``, ``demo`` and ``simulate`` need the ``demo`` extra (embedded servers, simulators);
 its packages are imported only inside those commands, so the rest of the CLI runs on a
@@ -114,6 +114,15 @@ def flusher(
     from orchestrator.cli.flusher import run_flusher
 
     run_flusher(batch=batch, interval=interval, pace=pace)
+
+
+@app.command(rich_help_panel=PANEL)
+def reconciler() -> None:
+    """Re-dispatch (or fail) invocations that made no progress for ORCH_STALL_SECONDS;
+    one is active per fleet, more stand by."""
+    from orchestrator.cli.reconciler import run_reconciler
+
+    run_reconciler()
 
 
 @app.command(rich_help_panel=PANEL)

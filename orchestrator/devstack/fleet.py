@@ -15,7 +15,7 @@ from config import Settings
 from config.celery import QUEUES
 from config.settings import SIMULATED_LLM_KEYS, SIMULATED_LLM_URL, SIMULATED_TOOLS_URL
 from orchestrator import runtime
-from orchestrator.devstack.processes import FlusherProcess, WorkerProcess
+from orchestrator.devstack.processes import FlusherProcess, ReconcilerProcess, WorkerProcess
 from orchestrator.store.migrate import upgrade
 
 Progress = Callable[[str], None]
@@ -31,6 +31,7 @@ class LocalFleet:
     simulated_tools: str | None = None
     embedded: list[str] = field(default_factory=list)
     flusher: FlusherProcess | None = None
+    reconciler: ReconcilerProcess | None = None
 
 
 def _port_free(url: str) -> bool:
@@ -46,21 +47,24 @@ def _port_free(url: str) -> bool:
 
 @contextmanager
 def _simulators(settings: Settings, say: Progress) -> Iterator[tuple[str | None, str | None]]:
-    from orchestrator.devstack.simulators.llm_provider import LLMSimConfig
-    from orchestrator.devstack.simulators.llm_provider import create_app as llm_app
-    from orchestrator.devstack.simulators.server import start_server
-    from orchestrator.devstack.simulators.tool_server import ToolSimConfig
-    from orchestrator.devstack.simulators.tool_server import create_app as tools_app
-
+    # Imported only for a simulator that starts: they need the demo extra.
     with ExitStack() as stack:
         llm_url = tools_url = None
         if settings.llm_base_url is None:
+            from orchestrator.devstack.simulators.llm_provider import LLMSimConfig
+            from orchestrator.devstack.simulators.llm_provider import create_app as llm_app
+            from orchestrator.devstack.simulators.server import start_server
+
             port = urlsplit(SIMULATED_LLM_URL).port if _port_free(SIMULATED_LLM_URL) else 0
             handle = start_server(llm_app(LLMSimConfig()), port=port or 0)
             stack.callback(handle.stop)
             llm_url = f"{handle.url}/v1"
             say(f"LLM provider simulator at {llm_url}")
         if settings.tools_url is None:
+            from orchestrator.devstack.simulators.server import start_server
+            from orchestrator.devstack.simulators.tool_server import ToolSimConfig
+            from orchestrator.devstack.simulators.tool_server import create_app as tools_app
+
             port = urlsplit(SIMULATED_TOOLS_URL).port if _port_free(SIMULATED_TOOLS_URL) else 0
             handle = start_server(tools_app(ToolSimConfig()), port=port or 0)
             stack.callback(handle.stop)
@@ -112,6 +116,11 @@ def local_fleet(
             flusher.start()
             fleet.flusher = flusher
             say(f"state flusher, log {flusher.log_path}")
+            reconciler = ReconcilerProcess(resolved.environment(), log_dir=log_dir)
+            stack.callback(reconciler.stop)
+            reconciler.start()
+            fleet.reconciler = reconciler
+            say(f"reconciler, log {reconciler.log_path}")
             for queue in QUEUES:
                 # One worker per queue, with that queue's profile (``python -m workers``).
                 worker = WorkerProcess(resolved.environment(), queue, log_dir=log_dir,

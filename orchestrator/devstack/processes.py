@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 from orchestrator.errors import ServiceError
 
@@ -97,27 +98,45 @@ class ChildProcess:
             stop_group(self.proc, signal.SIGTERM, timeout, whole_group=True)
 
 
-class FlusherProcess(ChildProcess):
-    """``orchestrator flusher``."""
+class CommandProcess(ChildProcess):
+    """``orchestrator <command>``, ready once its log says "started"."""
 
-    def __init__(self, env: Mapping[str, str], *, log_dir: Path, name: str = "flusher",
-                 args: list[str] | None = None) -> None:
-        super().__init__([sys.executable, "-m", "orchestrator.cli.app", "flusher",
+    def __init__(self, env: Mapping[str, str], command: str, *, log_dir: Path,
+                 name: str | None = None, args: list[str] | None = None) -> None:
+        name = name or command
+        super().__init__([sys.executable, "-m", "orchestrator.cli.app", command,
                           *(args or [])], env, log_path=log_dir / f"{name}.log", name=name)
 
-    def start(self, *, ready_timeout: float = 30.0) -> FlusherProcess:
+    def start(self, *, ready_timeout: float = 30.0) -> Self:
         proc = self._spawn()
         deadline = time.monotonic() + ready_timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise ServiceError(f"flusher exited early:\n{self.log_path.read_text()[-2000:]}")
+                raise ServiceError(f"{self.name} exited early:\n{self.log_tail()}")
             if b"started" in self.log_path.read_bytes():
                 return self
             time.sleep(0.1)
-        raise ServiceError("flusher did not start")
+        self.stop()
+        raise ServiceError(f"{self.name} did not start:\n{self.log_tail()}")
 
     def stop(self, timeout: float = 10.0) -> None:
         super().stop(timeout)
+
+
+class FlusherProcess(CommandProcess):
+    """``orchestrator flusher``."""
+
+    def __init__(self, env: Mapping[str, str], *, log_dir: Path, name: str = "flusher",
+                 args: list[str] | None = None) -> None:
+        super().__init__(env, "flusher", log_dir=log_dir, name=name, args=args)
+
+
+class ReconcilerProcess(CommandProcess):
+    """``orchestrator reconciler``."""
+
+    def __init__(self, env: Mapping[str, str], *, log_dir: Path,
+                 name: str = "reconciler") -> None:
+        super().__init__(env, "reconciler", log_dir=log_dir, name=name)
 
 
 class WorkerProcess(ChildProcess):

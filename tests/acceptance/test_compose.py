@@ -112,11 +112,12 @@ def test_each_service_command_runs_against_local_services(
             _wait_for(log, " ready.", proc, timeout=60)
             os.killpg(proc.pid, signal.SIGTERM)  # warm shutdown, as `docker stop` does
             assert proc.wait(30) == 0, log.read_text()[-2000:]
-    log = tmp_path / "flusher.log"
-    with _running([ORCHESTRATOR, *_command("flusher")[1:]], env, log) as proc:
-        _wait_for(log, "started", proc, timeout=30)
-        os.killpg(proc.pid, signal.SIGTERM)
-        assert proc.wait(30) == 0
+    for name in ("flusher", "reconciler"):
+        log = tmp_path / f"{name}.log"
+        with _running([ORCHESTRATOR, *_command(name)[1:]], env, log) as proc:
+            _wait_for(log, "started", proc, timeout=30)
+            os.killpg(proc.pid, signal.SIGTERM)
+            assert proc.wait(30) == 0
 
 
 @pytest.mark.timeout(120)
