@@ -2,34 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from config.celery import QUEUES
 from orchestrator import subsystems
 from orchestrator.cli.output import out, table
-
-
-def collect() -> dict[str, Any]:
-    """Queue depths (Redis), live workers (Celery ping) and invocations by status."""
-    sub = subsystems.current()
-    rt = sub.runtime
-    depths = {queue: int(rt.redis.llen(queue)) for queue in QUEUES}
-    replies = rt.producer.control.ping(timeout=1.0) or []
-    workers = sorted(name for reply in replies for name in reply)
-    return {"queues": depths, "workers": workers, "invocations": sub.store.counts()}
+from orchestrator.ops.fleet_status import fleet_status
 
 
 def show_status(*, as_json: bool) -> None:
-    data = collect()
+    status = fleet_status(subsystems.current())
     if as_json:
-        out.print_json(data=data)
+        out.print_json(data=status.as_json())
         return
     out.print(table("queues", ["queue", "depth"],
-                    [(name, str(depth)) for name, depth in data["queues"].items()],
+                    [(name, str(depth)) for name, depth in status.queues.items()],
                     right=["depth"]))
     out.print(table("invocations", ["status", "count"],
-                    [(name, str(count)) for name, count in sorted(data["invocations"].items())],
+                    [(name, str(count)) for name, count in sorted(status.invocations.items())],
                     right=["count"]))
-    out.print(f"workers online: {len(data['workers'])}")
-    for name in data["workers"]:
+    out.print(f"workers online: {len(status.workers)}")
+    for name in status.workers:
         out.print(f"  {name}")

@@ -29,6 +29,7 @@ import redis
 from celery import Celery
 
 from orchestrator.constants import RECONCILER_LEADER
+from orchestrator.errors import UnknownWorkflow
 from orchestrator.execution.admission import drain_rate
 from orchestrator.execution.claims import Progress, RedisStepClaims
 from orchestrator.execution.dispatch import dispatch
@@ -51,6 +52,8 @@ class Report:
     completed: list[str] = field(default_factory=list)
     redispatched: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # workflow not registered here
+    errors: list[str] = field(default_factory=list)
 
 
 class Reconciler:
@@ -109,7 +112,16 @@ class Reconciler:
                 return report
             for invocation in page:
                 report.checked += 1
-                self._reconcile(invocation, report)
+                try:
+                    self._reconcile(invocation, report)
+                except UnknownWorkflow as exc:
+                    # Deployed without this workflow's module: whoever has it reconciles.
+                    report.unknown.append(invocation.id)
+                    log.warning("invocation %s not reconciled here: %s", invocation.id, exc)
+                except Exception:
+                    # One invocation must not keep the others from being reconciled.
+                    report.errors.append(invocation.id)
+                    log.exception("reconciling invocation %s failed", invocation.id)
             after = page[-1]
 
     def _reconcile(self, invocation: Unfinished, report: Report) -> None:

@@ -202,8 +202,9 @@ def test_reconciler_finishes_an_invocation_whose_message_was_deleted(
     fleet.start("agents", concurrency=1)
     time.sleep(3)
     assert orchestrator.get(invocation_id).status is InvocationStatus.QUEUED
+    # (Invocations other tests left unfinished in this database are reconciled too.)
     report = subsystems.current().reconciler().reconcile_once()
-    assert report.redispatched == [invocation_id]
+    assert invocation_id in report.redispatched
     invocation = orchestrator.wait(invocation_id, timeout=60)
     assert invocation.status is InvocationStatus.SUCCEEDED
 
@@ -220,7 +221,7 @@ def test_reconciler_fails_an_invocation_after_its_redispatches(
         client.delete("agents")  # no worker, and the message gone each time
         time.sleep(1.5)
         report = reconciler.reconcile_once()
-        assert getattr(report, expected) == [invocation_id]
+        assert invocation_id in getattr(report, expected)
     invocation = orchestrator.get(invocation_id)
     assert invocation.status is InvocationStatus.FAILED
     assert invocation.error is not None and "after 1 re-dispatches" in invocation.error
