@@ -4,6 +4,9 @@
   all in one Redis round trip, for as long as the step runs (waiting in the LLM limiter
   included). A claim is dead only when its lease ran out without renewal: a redelivered
   step never runs beside a live one.
+- **Hard time limits.** A claim held with a deadline (a python step on its process's main
+  thread, see :mod:`orchestrator.execution.time_limit`) still held past it gets its
+  process killed: the step is stuck where its soft limit cannot reach it.
 - **"running".** The first step of an invocation to start queues a mark; the marks are
   written to PostgreSQL in one statement per tick, off the step's own path, so status
   and metrics tell waiting invocations from running ones.
@@ -15,7 +18,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
+import time
 from typing import Protocol
 
 from orchestrator.execution.claims import StepClaims
@@ -43,22 +48,27 @@ class Heartbeat:
         self.lease = lease_seconds
         self.renew_every = max(tick, lease_seconds / 3)
         self.tick = min(tick, self.renew_every)
-        self._held: dict[Claim, None] = {}
+        self._held: dict[Claim, float | None] = {}  # claim -> hard deadline (monotonic)
         self._started: list[str] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._pid = 0
 
-    def hold(self, claim: Claim) -> None:
-        """Renew ``claim`` until :meth:`drop`."""
+    def hold(self, claim: Claim, *, deadline: float | None = None) -> None:
+        """Renew ``claim`` until :meth:`drop`; past ``deadline`` (``time.monotonic()``),
+        kill this process (see the module docstring)."""
         with self._lock:
-            self._held[claim] = None
+            self._held[claim] = deadline
         self._ensure_thread()
 
     def drop(self, claim: Claim) -> None:
         with self._lock:
             self._held.pop(claim, None)
+
+    @staticmethod
+    def kill() -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
 
     def started(self, invocation_id: str) -> None:
         """Queue the "running" mark of an invocation whose first step began."""
@@ -98,6 +108,14 @@ class Heartbeat:
         with self._lock:
             started, self._started = self._started, []
             held = list(self._held) if renew else []
+            overdue = [c for c, d in self._held.items() if d is not None
+                       and time.monotonic() > d]
+        if overdue:
+            claim = overdue[0]
+            log.critical("step %d of %s is stuck past its hard time limit: killing this "
+                         "process (pid %d); the step will be delivered again", claim[1],
+                         claim[0], os.getpid())
+            self.kill()
         if started:
             try:
                 self.marks.mark_running(started)

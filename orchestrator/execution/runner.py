@@ -43,8 +43,14 @@ from orchestrator.execution.classify import describe, is_transient, retry_after
 from orchestrator.execution.heartbeat import Heartbeat
 from orchestrator.execution.output import check_output
 from orchestrator.execution.steps import Executor, StepOutcome
+from orchestrator.execution.time_limit import (
+    HARD_GRACE,
+    StepTimeLimitExceeded,
+    enforceable,
+    soft_limit,
+)
 from orchestrator.invocation import InvocationStatus, StepStatus
-from orchestrator.workflow import Registry, Step, StepContext, Workflow
+from orchestrator.workflow import Registry, Step, StepContext, StepKind, Workflow
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +84,7 @@ class RunnerPolicy:
     visibility_timeout: float
     max_deliveries: int = 5
     outage_hold: float = 600.0
+    step_time_limit: float = 600.0  # python steps: soft limit; hard HARD_GRACE later
     # How long an infrastructure error while recording is retried in place (the result
     # is in hand) before the delivery is retried instead.
     record_retry_seconds: float = 30.0
@@ -88,7 +95,8 @@ class RunnerPolicy:
                    max_retries=settings.step_max_retries,
                    visibility_timeout=settings.visibility_timeout,
                    max_deliveries=settings.step_max_deliveries,
-                   outage_hold=settings.llm_outage_hold)
+                   outage_hold=settings.llm_outage_hold,
+                   step_time_limit=settings.step_time_limit)
 
 
 @dataclass(frozen=True)
@@ -188,7 +196,9 @@ class StepRunner:
             wait = max(1.0, min(begin.remaining + 0.5, self.policy.visibility_timeout / 2))
             raise self._later(f"step {step.name} is held by {begin.holder}", wait, delivery)
         claim = (invocation_id, index, owner)
-        self.heartbeat.hold(claim)
+        limited = step.kind is StepKind.PYTHON and enforceable()
+        self.heartbeat.hold(claim, deadline=time.monotonic() + self.policy.step_time_limit
+                            + HARD_GRACE if limited else None)
         try:
             return self._run_held(context, workflow, index, delivery=delivery, owner=owner,
                                   begin=begin)
@@ -398,9 +408,13 @@ class StepRunner:
                 payload=workflow.payload.model_validate(context["payload"]),
                 outputs=dict(context.get("outputs") or {}),
             )
-            outcome = self.executor.execute(step, ctx, last_attempt=last_attempt)
+            if step.kind is StepKind.PYTHON:
+                with soft_limit(self.policy.step_time_limit, step.name):
+                    outcome = self.executor.execute(step, ctx, last_attempt=last_attempt)
+            else:
+                outcome = self.executor.execute(step, ctx, last_attempt=last_attempt)
             check_output(step.name, outcome.output)
-        except InvalidOutput as exc:
+        except (InvalidOutput, StepTimeLimitExceeded) as exc:
             record(StepStatus.FAILED, None, str(exc))
             log.error("invocation %s failed: %s", invocation_id, exc)
             raise StepFailed(str(exc)) from exc

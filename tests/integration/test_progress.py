@@ -238,3 +238,16 @@ def test_first_step_start_marks_the_invocation_running(
     assert wait_for(lambda: store.status(invocation_id) is InvocationStatus.RUNNING,
                     timeout=20)
     assert orchestrator.wait(invocation_id, timeout=40).status is InvocationStatus.SUCCEEDED
+
+
+@pytest.mark.timeout(60)
+def test_python_step_past_its_time_limit_fails_with_the_reason(
+    settings: Settings, fleet: Fleet
+) -> None:
+    _use(settings, fleet, step_time_limit=1)
+    fleet.start("agents", concurrency=1)
+    invocation = orchestrator.wait(orchestrator.submit(
+        "test-probe", {"tag": uuid.uuid4().hex[:8], "first": "sleep", "seconds": 5.0}),
+        timeout=40)
+    assert invocation.status is InvocationStatus.FAILED
+    assert invocation.error == "step first ran past its time limit of 1s (ORCH_STEP_TIME_LIMIT)"

@@ -485,3 +485,37 @@ def test_tool_fallback_answers_on_the_last_attempt(
     assert ended is not None and ended.status is InvocationStatus.SUCCEEDED
     assert ended.steps[0].fallback and ended.steps[0].attempts == POLICY.max_retries + 1
     assert calls == ["A-1"]
+
+
+def test_python_step_past_its_soft_time_limit_fails_naming_the_limit() -> None:
+    import time as _time
+
+    def slow(ctx: StepContext) -> dict[str, bool]:
+        _time.sleep(2)
+        return {"never": True}
+
+    fleet = Fleet(_flow(("slow", slow)),
+                  policy=RunnerPolicy(lease_seconds=8, max_retries=3, visibility_timeout=20,
+                                      record_retry_seconds=0.0, step_time_limit=0.2))
+    context = fleet.submit()
+    started = _time.monotonic()
+    with pytest.raises(StepFailed, match="ran past its time limit"):
+        fleet.run(context, 0)
+    assert _time.monotonic() - started < 1.5
+    stored = fleet.store.get(context["invocation_id"])
+    assert stored is not None and stored.status is InvocationStatus.FAILED
+    assert stored.error == "step slow ran past its time limit of 0s (ORCH_STEP_TIME_LIMIT)"
+
+
+def test_step_stuck_past_its_hard_limit_gets_its_process_killed() -> None:
+    killed: list[bool] = []
+    fleet = Fleet(_flow(("one", lambda ctx: {"ok": True})))
+    heartbeat = fleet.runner.heartbeat
+    heartbeat.kill = lambda: killed.append(True)  # type: ignore[method-assign]
+    heartbeat.hold(("inv-x", 0, "w1"), deadline=0.0)
+    heartbeat.beat(renew=False)
+    assert killed == [True]
+    heartbeat.drop(("inv-x", 0, "w1"))
+    killed.clear()
+    heartbeat.beat(renew=False)
+    assert killed == []
