@@ -43,6 +43,8 @@ class InvocationRow(Base):
     )
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    replays: Mapped[int] = mapped_column(Integer, server_default="0")
+    replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class StepRow(Base):
