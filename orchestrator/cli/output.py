@@ -23,6 +23,7 @@ from orchestrator.invocation import Invocation
 EXIT_FAILED = 1  # the work itself failed (an invocation failed or was lost)
 EXIT_BAD_INPUT = 2  # bad input or configuration; the message says what and how to fix it
 EXIT_BACKPRESSURE = 3  # refused for now; retry after the printed number of seconds
+EXIT_TIMEOUT = 4  # timed out waiting; the work goes on (the invocation's id is printed)
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 # soft_wrap: an error or an id is one line, whatever the terminal's width.

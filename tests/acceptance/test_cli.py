@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import redis
 
+import orchestrator
 from config import Settings
+from orchestrator.invocation import InvocationStatus
 
 REPO = Path(__file__).resolve().parents[2]
 ORCHESTRATOR = str(Path(sys.executable).parent / "orchestrator")
@@ -103,3 +106,52 @@ def test_up_starts_a_fleet_and_ctrl_c_stops_all(settings: Settings, tmp_path: Pa
     assert (
         subprocess.run(["pgrep", "-f", str(tmp_path / "data")], capture_output=True).returncode == 1
     )
+
+
+def _submitted(out: subprocess.CompletedProcess[str]) -> str:
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_submit_reads_a_payload_file_over_the_argument_limit(
+        settings: Settings, tmp_path: Path) -> None:
+    tag = "x" * (300 * 1024)  # past what one argv string may hold (128 KiB)
+    payload = tmp_path / "payload.json"
+    payload.write_text(json.dumps({"tag": tag, "seconds": 0}))
+    env = settings.environment() | {"ORCH_MAX_PAYLOAD_BYTES": str(1024 * 1024)}
+    invocation_id = _submitted(_run(["submit", "test-slow", f"@{payload}"], env))
+    assert orchestrator.get(invocation_id).payload["tag"] == tag
+    too_large = _run(["submit", "test-slow", f"@{payload}"], settings.environment())
+    assert too_large.returncode == 2 and "over the limit" in too_large.stderr
+
+
+def test_submit_reads_the_payload_from_stdin(settings: Settings) -> None:
+    out = subprocess.run(
+        [ORCHESTRATOR, "submit", "test-slow", "-"], input='{"tag": "from-stdin"}',
+        env={**os.environ, **settings.environment(), "PYTHONPATH": str(REPO)},
+        capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert orchestrator.get(_submitted(out)).payload["tag"] == "from-stdin"
+
+
+def test_submit_of_a_missing_or_broken_file_exits_2_naming_it(
+        settings: Settings, tmp_path: Path) -> None:
+    missing = _run(["submit", "test-slow", f"@{tmp_path / 'nope.json'}"],
+                   settings.environment())
+    assert missing.returncode == 2
+    assert "cannot read the payload file" in missing.stderr
+    assert "nope.json" in missing.stderr and "No such file or directory" in missing.stderr
+    broken = tmp_path / "broken.json"
+    broken.write_text("{tag: 1")
+    bad = _run(["submit", "test-slow", f"@{broken}"], settings.environment())
+    assert bad.returncode == 2 and "broken.json' is not valid JSON" in bad.stderr
+    assert redis.Redis.from_url(settings.redis_url or "").llen("agents") == 0
+
+
+def test_submit_wait_timing_out_prints_the_id_and_exits_4(settings: Settings) -> None:
+    # No worker runs: the invocation stays queued, and goes on after the CLI gives up.
+    waited = _run(["submit", "test-slow", '{"tag": "t", "seconds": 0}', "--wait",
+                   "--timeout", "1"], settings.environment())
+    assert waited.returncode == 4, waited.stderr
+    invocation_id = waited.stdout.strip()
+    assert "timed out" in waited.stderr and invocation_id in waited.stderr
+    assert orchestrator.get(invocation_id).status is InvocationStatus.QUEUED
