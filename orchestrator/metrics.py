@@ -110,6 +110,10 @@ class FleetCollector(Collector):
         blocked = CounterMetricFamily("orchestrator_tool_blocked_seconds",
                                       "worker time spent on tool calls that failed",
                                       labels=["tool"])
+        hung = CounterMetricFamily("orchestrator_tool_hung_threads",
+                                   "tool calls abandoned past their timeout while their "
+                                   "thread ran on (hung until the tool returns)",
+                                   labels=["tool"])
         for name, value in found.items():
             head, _, rest = name.partition(":")
             if head in families:
@@ -120,9 +124,12 @@ class FleetCollector(Collector):
                 tokens.add_metric(["completion"], value)
             elif head == "tool_blocked_ms":
                 blocked.add_metric([rest], value / 1000)
+            elif head == "tool_hung_threads":
+                hung.add_metric([rest], value)
         yield from families.values()
         yield tokens
         yield blocked
+        yield hung
 
     def _llm(self) -> Iterator[Metric]:
         wait = _Quantiles("orchestrator_llm_limiter_wait_seconds",

@@ -11,7 +11,6 @@ the CLI) call :func:`current`.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
 from config import Settings
@@ -31,10 +30,8 @@ from orchestrator.state.writeback import WriteBackState
 from orchestrator.store.invocations import InvocationStore
 from orchestrator.store.state_rows import StateRows
 from orchestrator.tools.invoke import ToolInvoker
+from orchestrator.tools.pools import ToolPools
 from orchestrator.workflow import registry
-
-# Threads that run callable tools under their timeouts, per process.
-TOOL_THREADS = 64
 
 
 class Subsystems:
@@ -82,14 +79,15 @@ class Subsystems:
         return Gateway(self.settings, rt.redis, rt.http, self.breakers)
 
     @cached_property
-    def tool_threads(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(max_workers=TOOL_THREADS, thread_name_prefix="tool")
+    def tool_threads(self) -> ToolPools:
+        """The threads that run tool calls under their timeouts: a bounded pool per tool."""
+        return ToolPools()
 
     @cached_property
     def tools(self) -> ToolInvoker:
         rt = self.runtime
         return ToolInvoker(breakers=self.breakers, http=rt.http,
-                           endpoint=self.settings.tools_endpoint, threads=self.tool_threads,
+                           endpoint=self.settings.tools_endpoint, pools=self.tool_threads,
                            telemetry=rt.redis)
 
     @cached_property
@@ -124,7 +122,7 @@ class Subsystems:
     def close(self) -> None:
         """Stop this process's tool threads and close its connections."""
         if "tool_threads" in self.__dict__:
-            self.tool_threads.shutdown(wait=False, cancel_futures=True)
+            self.tool_threads.shutdown()
         self.runtime.close()
 
 

@@ -142,3 +142,44 @@ declare_tool(
 
 broken_tool = Workflow("test-broken-tool", payload=ToolPayload)
 broken_tool.tool("ask", tool="test_broken", input=lambda ctx: {"q": ctx.payload.q})  # type: ignore[attr-defined]
+
+
+# Tool isolation: a tool that hangs far past its timeout (its threads stay taken) beside
+# a healthy one, both callables in the same worker. Started calls are counted in Redis.
+HANG_SECONDS = 60.0
+
+
+def _hanging_tool(payload: dict[str, Any]) -> dict[str, Any]:
+    redis.Redis.from_url(runtime.current().redis_url).incr("test:hang-started")
+    time.sleep(HANG_SECONDS)
+    return {"answer": payload["q"]}
+
+
+# Its breaker needs 100 calls before it may open, so 100 calls reach the tool's threads
+# (on a shared pool they would eat 100 threads); four threads of its own.
+declare_tool(
+    "test_hang",
+    fn=_hanging_tool,
+    timeout=Timeout(connect=0.1, read=0.3),
+    fallback={"answer": None, "degraded": True},
+    breaker=BreakerPolicy(window=100, min_calls=100, threshold=0.5, reset_timeout=30.0),
+    threads=4,
+)
+
+
+def _healthy_tool(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"answer": payload["q"] * 2}
+
+
+declare_tool(
+    "test_healthy",
+    fn=_healthy_tool,
+    timeout=Timeout(connect=0.1, read=1.0),
+    fallback={"answer": None, "degraded": True},
+    breaker=BreakerPolicy(window=10, min_calls=4, threshold=0.5, reset_timeout=30.0),
+)
+
+hanging_tool = Workflow("test-hang-tool", payload=ToolPayload)
+hanging_tool.tool("ask", tool="test_hang", input=lambda ctx: {"q": ctx.payload.q})  # type: ignore[attr-defined]
+healthy_tool = Workflow("test-healthy-tool", payload=ToolPayload)
+healthy_tool.tool("ask", tool="test_healthy", input=lambda ctx: {"q": ctx.payload.q})  # type: ignore[attr-defined]

@@ -1,4 +1,5 @@
-"""Calling a tool: its own timeout, errors classified, the fallback as the last word."""
+"""Calling a tool: on its own threads, under its own timeout, errors classified, the
+fallback as the last word."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import redis
 from orchestrator.breakers import Breakers, FleetBreaker
 from orchestrator.errors import StepFailed, TransientStepError
 from orchestrator.telemetry import count
+from orchestrator.tools.pools import ToolPool, ToolPools
 from orchestrator.tools.registry import Tool, tools
 
 log = logging.getLogger(__name__)
@@ -34,16 +36,16 @@ class Abandoned(Exception):
 
 
 class ToolInvoker:
-    """Calls tools for one process: HTTP tools through its pooled client, callables on
-    its tool threads, each behind its fleet-wide breaker."""
+    """Calls tools for one process, each on its own bounded pool of threads
+    (:mod:`orchestrator.tools.pools`) and behind its fleet-wide breaker: HTTP tools
+    through the process's pooled client, callables as they are."""
 
     def __init__(self, *, breakers: Breakers, http: httpx.Client, endpoint: str,
-                 threads: concurrent.futures.ThreadPoolExecutor,
-                 telemetry: redis.Redis) -> None:
+                 pools: ToolPools, telemetry: redis.Redis) -> None:
         self.breakers = breakers
         self.http = http
         self.endpoint = endpoint
-        self.threads = threads
+        self.pools = pools
         self.telemetry = telemetry
 
     def _call_http(self, tool: Tool, payload: dict[str, Any]) -> Any:
@@ -81,11 +83,15 @@ class ToolInvoker:
                 f"tool {tool.name!r}: {type(exc).__name__}: {exc}") from exc
 
     def _call(self, tool: Tool, payload: dict[str, Any], breaker: FleetBreaker) -> Any:
-        """Run the tool on a tool thread and wait for it, at most its timeout, and only
-        while its breaker stays closed: once the fleet has seen the tool fail, calls
+        """Run the tool on one of its threads and wait for it, at most its timeout, and
+        only while its breaker stays closed: once the fleet has seen the tool fail, calls
         already in flight stop waiting too. The thread of an abandoned call runs on until
-        the tool's own timeout ends it; the worker's slot is free at once."""
-        future = self.threads.submit(self._run, tool, payload)
+        the tool returns (hung, counted); the worker's slot is free at once.
+
+        Raises ``TransientStepError`` on a timeout, and at once when all the tool's
+        threads are hung."""
+        pool = self.pools.get(tool.name, tool.threads)
+        future = pool.submit(self._run, tool, payload)
         limit = tool.timeout.read + (tool.timeout.connect if tool.is_http else 0.0)
         deadline = time.monotonic() + limit
         while True:
@@ -94,10 +100,24 @@ class ToolInvoker:
                 return future.result(timeout=max(0.0, min(WATCH_INTERVAL, remaining)))
             except concurrent.futures.TimeoutError:
                 if remaining <= WATCH_INTERVAL:
+                    started = self._abandon(tool, pool, future)
+                    waited = "" if started else (
+                        f" waiting for one of its {pool.size} threads ({pool.hung} hung)")
                     raise TransientStepError(
-                        f"tool {tool.name!r} timed out after {limit:.1f}s") from None
+                        f"tool {tool.name!r} timed out after {limit:.1f}s{waited}") from None
                 if breaker.is_open():
+                    self._abandon(tool, pool, future)
                     raise Abandoned(tool.name) from None
+
+    def _abandon(self, tool: Tool, pool: ToolPool, future: concurrent.futures.Future[Any],
+                 ) -> bool:
+        """Stop waiting for a call; True when it had started (its thread may now hang)."""
+        if not pool.abandon(future):
+            return not future.cancelled()
+        count(self.telemetry, f"tool_hung_threads:{tool.name}")
+        log.warning("tool %s: a call outlived its timeout; its thread is left running "
+                    "(%d of the tool's %d threads hung)", tool.name, pool.hung, pool.size)
+        return True
 
     def invoke(self, name: str, payload: dict[str, Any], *, last_attempt: bool) -> ToolOutcome:
         """Call tool ``name`` through its fleet-wide breaker.

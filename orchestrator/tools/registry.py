@@ -1,5 +1,6 @@
-"""The tool registry: a tool is a name, a callable or an HTTP endpoint, a timeout and a
-fallback. A tool without a fallback is refused at declaration."""
+"""The tool registry: a tool is a name, a callable or an HTTP endpoint, a timeout, a
+fallback and a bounded number of threads. A tool without a fallback is refused at
+declaration."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ from orchestrator.workflow import NAME_PATTERN
 
 JSON = Any
 _NO_FALLBACK = object()
+# Threads per tool and worker process: as many as a tools worker runs steps at once by
+# default (ORCH_TOOLS_WORKER_CONCURRENCY), so a healthy tool never waits for one.
+DEFAULT_TOOL_THREADS = 16
+MAX_TOOL_THREADS = 1024
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class Tool:
     fn: Callable[[dict[str, JSON]], JSON] | None = None
     http_path: str | None = None
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    threads: int = DEFAULT_TOOL_THREADS
 
     @property
     def is_http(self) -> bool:
@@ -65,6 +71,7 @@ class ToolRegistry:
         timeout: Timeout | float | None = None,
         fallback: Any = _NO_FALLBACK,
         breaker: BreakerPolicy | None = None,
+        threads: int = DEFAULT_TOOL_THREADS,
     ) -> Tool:
         """Register a tool; raises ``ToolDefinitionError`` without a timeout or fallback.
 
@@ -73,6 +80,10 @@ class ToolRegistry:
         it answers when the tool's breaker is open or its last attempt failed.
         ``breaker`` sets when the tool's fleet-wide breaker opens (default: half of the
         last 20 calls failed, at least 10 seen) and how long before a probe.
+        ``threads`` bounds the threads each worker process gives this tool's calls
+        (default 16): calls that outlive the timeout keep theirs until the tool returns,
+        and once all are held so, calls fail at once (counted by the breaker) without
+        touching any other tool's threads.
         """
         if not NAME_PATTERN.match(name):
             raise ToolDefinitionError(f"tool name {name!r} must be 1-64 of a-z 0-9 _ . -")
@@ -87,12 +98,17 @@ class ToolRegistry:
             )
         if (fn is None) == (not http):
             raise ToolDefinitionError(f"tool {name!r}: give exactly one of fn= and http=")
+        if isinstance(threads, bool) or not isinstance(threads, int) or not (
+                1 <= threads <= MAX_TOOL_THREADS):
+            raise ToolDefinitionError(
+                f"tool {name!r}: threads must be a whole number from 1 to {MAX_TOOL_THREADS}, "
+                f"got {threads!r}")
         bounds = timeout if isinstance(timeout, Timeout) else Timeout(read=float(timeout))
         path = (http if isinstance(http, str) else f"/tools/{name}") if http else None
         policy = breaker or BreakerPolicy(
             probe_timeout=bounds.connect + bounds.read + 1.0)
         tool = Tool(name=name, timeout=bounds, fallback=_fallback_fn(fallback), fn=fn,
-                    http_path=path, breaker=policy)
+                    http_path=path, breaker=policy, threads=threads)
         self._tools[name] = tool
         return tool
 

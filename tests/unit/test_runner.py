@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +39,7 @@ from orchestrator.testing import (
 )
 from orchestrator.tools import invoke
 from orchestrator.tools.invoke import ToolInvoker
+from orchestrator.tools.pools import ToolPools
 from orchestrator.tools.registry import ToolRegistry
 from orchestrator.workflow import Registry, StepContext, Workflow
 
@@ -459,11 +459,13 @@ def tool_fleet(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Fleet, list[st
     monkeypatch.setattr(invoke, "tools", registry)
     flow = Workflow(f"unit-{next(_ids)}", payload=Ticket, register=False)
     flow.tool("lookup", tool="lookup", input=lambda ctx: {"order": "A-1"})
-    with ThreadPoolExecutor(2) as threads, httpx.Client() as http:
+    pools = ToolPools()
+    with httpx.Client() as http:
         tools = ToolInvoker(breakers=Breakers(MemoryBreakerStore(), lambda: "w1"), http=http,
-                            endpoint="http://127.0.0.1:9", threads=threads,
+                            endpoint="http://127.0.0.1:9", pools=pools,
                             telemetry=Counters())
         yield Fleet(flow, executor=StepExecutor(llm=CannedLLM(), tools=tools)), calls
+    pools.shutdown()
 
 
 def test_failing_tool_is_retried_before_its_last_attempt(
