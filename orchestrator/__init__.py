@@ -10,7 +10,7 @@ Importing this package does no I/O; connections open on first use.
 """
 
 from orchestrator import errors
-from orchestrator.client import get, submit, wait
+from orchestrator.client import cancel, get, invocations, replay, submit, wait
 from orchestrator.invocation import Invocation, InvocationStatus, StepRecord, TokenUsage
 from orchestrator.runtime import configure
 from orchestrator.tools.registry import Timeout, declare_tool
@@ -25,11 +25,14 @@ __all__ = [
     "Timeout",
     "TokenUsage",
     "Workflow",
+    "cancel",
     "configure",
     "declare_tool",
     "errors",
     "get",
+    "invocations",
     "registry",
+    "replay",
     "submit",
     "wait",
 ]

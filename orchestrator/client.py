@@ -1,24 +1,44 @@
-"""The producer API: ``submit``, ``wait`` and ``get``."""
+"""The producer API: ``submit``, ``wait``, ``get``, ``cancel``, ``replay``, ``invocations``."""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
 
-from orchestrator import subsystems
+from orchestrator import runtime, subsystems
 from orchestrator.errors import InvalidPayload, InvocationTimeout, UnknownInvocation
 from orchestrator.execution.dispatch import dispatch
 from orchestrator.invocation import Invocation, InvocationStatus
+from orchestrator.ops import invocations as ops
 from orchestrator.payload import validate
 from orchestrator.store.invocations import step_from_record
 from orchestrator.workflow import registry
 
 MAX_IDEMPOTENCY_KEY = 255
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
+
+def _reaching_services(fn: Callable[P, R]) -> Callable[P, R]:
+    """Producer calls raise ``ServiceUnavailable`` (an outage) or ``ServiceMisconfigured``
+    (credentials, host, database) naming the variable, never a raw driver error."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with runtime.reaching():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_reaching_services
 def submit(
     workflow: str, payload: dict[str, Any], *, idempotency_key: str | None = None
 ) -> str:
@@ -28,6 +48,9 @@ def submit(
     nothing. Raises ``UnknownWorkflow``, ``InvalidPayload`` or ``PayloadTooLarge``
     before anything is written or enqueued, and ``Backpressure`` (with ``retry_after``)
     when a queue the workflow needs is over its threshold; nothing is written then either.
+    Redis or PostgreSQL out of reach raises ``ServiceUnavailable`` (refused, timed out) or
+    ``ServiceMisconfigured`` (credentials refused, unknown host or database), naming the
+    ``ORCH_*`` variable; nothing is written then either.
     """
     sub = subsystems.current()
     sub.load_workflows()
@@ -81,6 +104,7 @@ def submit(
     return invocation_id
 
 
+@_reaching_services
 def get(invocation_id: str) -> Invocation:
     """The invocation as it stands, with the steps finished so far.
 
@@ -100,6 +124,7 @@ def get(invocation_id: str) -> Invocation:
                    started_at=steps[0].started_at if steps else found.started_at)
 
 
+@_reaching_services
 def wait(invocation_id: str, timeout: float | None = None) -> Invocation:
     """Block until the invocation succeeded or failed, and return it.
 
@@ -119,3 +144,32 @@ def wait(invocation_id: str, timeout: float | None = None) -> Invocation:
         pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
         time.sleep(pause)
         delay = min(delay * 1.5, 0.25)
+
+
+def cancel(invocation_id: str, *, reason: str | None = None) -> Invocation:
+    """Cancel a queued or running invocation: no further step starts, a step waiting in
+    a retry countdown stops at its next delivery; the status becomes ``cancelled`` with
+    ``reason`` (default: who cancelled it). Returns the invocation.
+
+    Raises ``UnknownInvocation`` for an id never issued, ``InvalidState`` for one that
+    has ended already.
+    """
+    return ops.cancel(subsystems.current(), invocation_id, reason=reason)
+
+
+def replay(invocation_id: str) -> str:
+    """Run a ``failed`` or ``cancelled`` invocation again from its first step that did not
+    succeed, reusing the outputs of the steps that did (same id, back to ``queued``).
+
+    Raises ``UnknownInvocation``, or ``InvalidState`` for any other status.
+    """
+    return ops.replay(subsystems.current(), invocation_id)
+
+
+def invocations(*, status: InvocationStatus | str | None = None, workflow: str | None = None,
+                since: datetime | None = None, limit: int = 100) -> list[Invocation]:
+    """Invocations matching every filter given, newest first, at most ``limit``. Their
+    ``steps`` are not loaded (``get`` one for them). Raises ``InvalidPayload`` for an
+    unknown status or a limit outside 1..10000."""
+    return ops.invocations(subsystems.current(), status=status, workflow=workflow,
+                           since=since, limit=limit)

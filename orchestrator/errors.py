@@ -43,6 +43,18 @@ class UnknownInvocation(OrchestratorError):
     """No invocation has the given id."""
 
 
+class InvalidState(OrchestratorError):
+    """The invocation is not in a state that allows this (e.g. replaying a running one)."""
+
+
+class InvocationCancelled(OrchestratorError):
+    """The invocation was cancelled: its steps stop at their next delivery."""
+
+
+class UnknownQueue(OrchestratorError):
+    """No queue of the fleet has the given name."""
+
+
 class InvocationTimeout(OrchestratorError):
     """``wait`` gave up before the invocation finished."""
 
@@ -89,6 +101,32 @@ class StepBusy(OrchestratorError):
 
 class ServiceError(OrchestratorError):
     """An embedded or configured service (Redis, PostgreSQL, simulator) is unusable."""
+
+
+class ServiceUnavailable(ServiceError):
+    """Redis or PostgreSQL did not answer (connection refused, timed out): an outage.
+
+    ``variable`` names the setting (``ORCH_REDIS_URL``, ``ORCH_DATABASE_URL``,
+    ``ORCH_STATE_REDIS_URLS``), ``address`` is its URL with the password masked.
+    """
+
+    def __init__(self, message: str, *, variable: str, address: str) -> None:
+        super().__init__(message)
+        self.variable = variable
+        self.address = address
+
+
+class ServiceMisconfigured(ConfigError):
+    """Redis or PostgreSQL answered but refused us for a reason in the configuration
+    (credentials refused, unknown host, no such database, no tables yet).
+
+    ``variable`` and ``address`` as for :class:`ServiceUnavailable`.
+    """
+
+    def __init__(self, message: str, *, variable: str, address: str) -> None:
+        super().__init__(message)
+        self.variable = variable
+        self.address = address
 
 
 class RetryLater(OrchestratorError):

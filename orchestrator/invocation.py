@@ -15,10 +15,13 @@ class InvocationStatus(enum.StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def finished(self) -> bool:
-        return self in (InvocationStatus.SUCCEEDED, InvocationStatus.FAILED)
+        """Terminal: succeeded, failed or cancelled."""
+        return self in (InvocationStatus.SUCCEEDED, InvocationStatus.FAILED,
+                        InvocationStatus.CANCELLED)
 
 
 class StepStatus(enum.StrEnum):
@@ -75,6 +78,8 @@ class Invocation:
     started_at: datetime | None
     finished_at: datetime | None
     idempotency_key: str | None = None
+    replays: int = 0
+    replayed_at: datetime | None = None
 
     @property
     def finished(self) -> bool:

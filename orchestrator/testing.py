@@ -114,6 +114,9 @@ class MemoryStepClaims:
             now = _millis(self.clock)
             fields = self._hash(invocation_id, now)
             try:
+                cancelled = fields.get("cancelled")
+                if cancelled is not None:
+                    return Begin(BeginState.CANCELLED, reason=cancelled)
                 done = fields.get(f"done:{index}")
                 if done is not None:
                     return Begin(BeginState.DONE, record=json.loads(done))
@@ -140,6 +143,13 @@ class MemoryStepClaims:
                              records=records)
             finally:
                 self._tidy(invocation_id)
+
+    def cancel(self, invocation_id: str, reason: str) -> None:
+        """Every later delivery of the invocation's steps stops at its claim."""
+        with self._lock:
+            now = _millis(self.clock)
+            self._hash(invocation_id, now)["cancelled"] = reason
+            self._touch(invocation_id, now)
 
     def finish(self, invocation_id: str, index: int, owner: str, record: dict[str, Any],
                *, queue: str) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 from celery import Task
 
 from orchestrator import subsystems
-from orchestrator.errors import RetryLater, StepFailed
+from orchestrator.errors import InvocationCancelled, RetryLater, StepFailed
 from orchestrator.execution.runner import Delivery, backoff
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,8 @@ def deliver(task: Task, context: dict[str, Any], index: int,
     except RetryLater as exc:
         raise _retry(task, kwargs, exc.countdown, attempts=exc.attempts,
                      held_since_ms=exc.held_since_ms) from exc
-    except StepFailed:
-        raise
+    except (StepFailed, InvocationCancelled):
+        raise  # acked: the chain stops here
     except Exception as exc:
         unexpected = int(kwargs.get("unexpected") or 0) + 1
         if unexpected > MAX_UNEXPECTED:

@@ -91,7 +91,7 @@ tooling.tool("ask", tool="test_flaky", input=lambda ctx: {"q": ctx.payload.q})  
 # side effect happened.
 class ProbePayload(BaseModel):
     tag: str
-    first: str = "ok"  # ok | datetime | nul | backpressure | suicide | sleep
+    first: str = "ok"  # ok | datetime | nul | backpressure | suicide | sleep | broken
     last: str = "ok"
     times: int = Field(default=2, ge=0)  # backpressure: how many deliveries refuse
     seconds: float = Field(default=0.0, ge=0, le=30)  # sleep
@@ -111,6 +111,8 @@ def _probe(ctx: StepContext) -> dict[str, Any]:
             raise Backpressure("state layer full (test)", retry_after=0.2)
     if mode == "sleep":
         time.sleep(payload.seconds)
+    if mode == "broken" and not client.exists(f"test:fixed:{payload.tag}"):
+        raise RuntimeError("step broken until its fix is deployed")
     client.hincrby(f"test:probe:{payload.tag}", field, 1)
     if mode == "datetime":
         return {"at": datetime.now(UTC)}

@@ -2,8 +2,11 @@
 
 This module only mounts the command groups, one module each: :mod:`~orchestrator.cli.fleet`
 (``up``, ``demo``, ``worker``, ``flusher``, ``flower``, ``metrics``, ``db``, ``simulate``),
-:mod:`~orchestrator.cli.work` (``submit``), :mod:`~orchestrator.cli.incidents` (``status``,
-``breakers``) and :mod:`~orchestrator.cli.state` (``state``). What they print and the exit
+:mod:`~orchestrator.cli.work` (``submit``), :mod:`~orchestrator.cli.invocations`
+(``inspect``, ``invocations``, ``cancel``, ``replay``), :mod:`~orchestrator.cli.incidents`
+(``status``, ``breakers``), :mod:`~orchestrator.cli.queues` (``pause``, ``resume``,
+``drain``, ``purge``), :mod:`~orchestrator.cli.dlq` (``dlq``) and
+:mod:`~orchestrator.cli.state` (``state``). What they print and the exit
 codes live in :mod:`~orchestrator.cli.output`.
 
 Exit codes: 0 done; 1 the work itself failed (e.g. a demo invocation failed or was lost);
@@ -17,7 +20,17 @@ import sys
 
 import typer
 
-from orchestrator.cli import fleet, incidents, output, state, work
+from orchestrator.cli import (
+    dlq,
+    fleet,
+    incidents,
+    invocations,
+    keys,
+    output,
+    queues,
+    state,
+    work,
+)
 from orchestrator.errors import OrchestratorError
 
 app = typer.Typer(
@@ -30,7 +43,11 @@ app = typer.Typer(
 # Unnamed: their commands sit at the top level (`orchestrator up`, `orchestrator submit`).
 app.add_typer(fleet.app)
 app.add_typer(work.app)
+app.add_typer(invocations.app)
 app.add_typer(incidents.app)
+app.add_typer(queues.app)
+app.add_typer(dlq.app, name="dlq", rich_help_panel=dlq.PANEL)
+app.add_typer(keys.app, name="keys", rich_help_panel=incidents.PANEL)
 app.add_typer(state.app, name="state", rich_help_panel=incidents.PANEL)
 
 

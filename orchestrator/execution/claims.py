@@ -31,6 +31,7 @@ class BeginState(enum.Enum):
     CLAIMED = "claimed"
     DONE = "done"
     BUSY = "busy"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Begin:
     records: dict[int, dict[str, Any]] | None = None
     # Deliveries of this step that died holding its claim (taken over since).
     deaths: int = 0
+    reason: str = ""  # why the invocation was cancelled
 
     @property
     def took_over(self) -> bool:
@@ -98,6 +100,7 @@ class RedisStepClaims:
         self._dispatch = script(client, "orchestrator.execution", "dispatch_claim")
         self._renew = script(client, "orchestrator.execution", "claim_renew")
         self._redispatch = script(client, "orchestrator.execution", "redispatch")
+        self._reopen = script(client, "orchestrator.execution", "reopen")
 
     @staticmethod
     def key(invocation_id: str) -> str:
@@ -115,6 +118,8 @@ class RedisStepClaims:
             args=[index, owner, int(lease * 1000), self.ttl, steal, int(with_records)],
         )
         state = reply[0].decode()
+        if state == "cancelled":
+            return Begin(BeginState.CANCELLED, reason=reply[1].decode())
         if state == "done":
             return Begin(BeginState.DONE, record=json.loads(reply[1]))
         if state == "busy":
@@ -192,6 +197,21 @@ class RedisStepClaims:
                 redispatches = int(count_text)
                 last = max(last, int(at or 0))
         return Progress(now_ms, records, live - set(records), last, redispatches)
+
+    def cancel(self, invocation_id: str, reason: str) -> None:
+        """From now on every delivery of the invocation's steps stops at its claim."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.key(invocation_id), "cancelled", reason)
+        pipe.expire(self.key(invocation_id), self.ttl)
+        pipe.execute()
+
+    def reopen(self, invocation_id: str, done: dict[int, dict[str, Any]]) -> int:
+        """Ready the hash for a replay (see ``lua/reopen.lua``), restoring ``done`` records
+        it no longer has; returns the index of the first step to run again."""
+        args: list[Any] = [self.ttl]
+        for index, record in sorted(done.items()):
+            args += [index, json.dumps(record, separators=(",", ":"))]
+        return int(self._reopen(keys=[self.key(invocation_id)], args=args))
 
     def mark_redispatched(self, invocation_id: str) -> int:
         """Count one re-dispatch of a stalled invocation (now, in Redis time); returns the

@@ -33,6 +33,7 @@ from typing import Any, Protocol, TypeVar
 from config import Settings
 from orchestrator.errors import (
     InvalidOutput,
+    InvocationCancelled,
     OrchestratorError,
     ProviderOutage,
     RetryLater,
@@ -190,6 +191,11 @@ class StepRunner:
                 raise
             raise self._later(f"step {step.name}: cannot claim it ({describe(exc)})",
                               backoff(1), delivery) from exc
+        if begin.state is BeginState.CANCELLED:
+            log.info("step %s of %s not run: the invocation was cancelled (%s)", step.name,
+                     invocation_id, begin.reason)
+            raise InvocationCancelled(f"invocation {invocation_id} was cancelled: "
+                                      f"{begin.reason}")
         if begin.state is BeginState.DONE:
             return self._skip_done(context, workflow, index, begin, delivery)
         if begin.state is BeginState.BUSY:

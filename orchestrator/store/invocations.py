@@ -73,6 +73,48 @@ class Unfinished:
         return int(self.created_at.timestamp() * 1000)
 
 
+_CANCEL = text(
+    """
+    WITH steps AS (
+        INSERT INTO invocation_steps
+            (invocation_id, idx, name, kind, status, attempts, output, error, fallback,
+             prompt_tokens, completion_tokens, started_at, finished_at)
+        SELECT CAST(:inv AS varchar), r.idx, r.name, r.kind, r.status, r.attempts, r.output, r.error,
+               r.fallback, r.pt, r.ct,
+               to_timestamp(r.started_ms / 1000.0), to_timestamp(r.finished_ms / 1000.0)
+          FROM jsonb_to_recordset(CAST(:steps AS jsonb)) AS r(
+               idx int, name text, kind text, status text, attempts int, output jsonb,
+               error text, fallback bool, pt int, ct int, started_ms bigint,
+               finished_ms bigint)
+         WHERE EXISTS (SELECT 1 FROM invocations
+                        WHERE id = CAST(:inv AS varchar) AND status IN ('queued', 'running'))
+        ON CONFLICT (invocation_id, idx) DO NOTHING
+    )
+    UPDATE invocations
+       SET status = 'cancelled', error = :error, finished_at = now(),
+           prompt_tokens = :pt, completion_tokens = :ct
+     WHERE id = CAST(:inv AS varchar) AND status IN ('queued', 'running')
+    RETURNING id
+    """
+)
+
+_REOPEN = text(
+    """
+    WITH gone AS (
+        DELETE FROM invocation_steps
+         WHERE invocation_id = CAST(:inv AS varchar)
+           AND EXISTS (SELECT 1 FROM invocations
+                        WHERE id = CAST(:inv AS varchar) AND status IN ('failed', 'cancelled'))
+    )
+    UPDATE invocations
+       SET status = 'queued', error = NULL, output = NULL, finished_at = NULL,
+           replays = replays + 1, replayed_at = now()
+     WHERE id = CAST(:inv AS varchar) AND status IN ('failed', 'cancelled')
+    RETURNING id
+    """
+)
+
+
 class InvocationStore:
     """Reads and writes invocations through one engine."""
 
@@ -143,6 +185,26 @@ class InvocationStore:
         return row is not None
 
     @reconnecting
+    def cancel(self, invocation_id: str, *, reason: str, steps: list[dict[str, Any]]) -> bool:
+        """End a queued or running invocation as ``cancelled`` with ``reason``, keeping the
+        records of the steps it finished; False when it had ended already."""
+        with self.auto.connect() as conn:
+            row = conn.execute(_CANCEL, {"inv": invocation_id, "error": reason,
+                                         "steps": json.dumps(steps),
+                                         "pt": sum(int(s.get("pt", 0)) for s in steps),
+                                         "ct": sum(int(s.get("ct", 0)) for s in steps)}
+                               ).first()
+        return row is not None
+
+    @reconnecting
+    def reopen(self, invocation_id: str) -> bool:
+        """A failed or cancelled invocation back to ``queued`` for a replay (its step rows
+        go: the replay's end writes them anew); False when it was in another state."""
+        with self.auto.connect() as conn:
+            row = conn.execute(_REOPEN, {"inv": invocation_id}).first()
+        return row is not None
+
+    @reconnecting
     def unfinished_before(self, seconds: float, *, after: Unfinished | None = None,
                           limit: int = 200) -> list[Unfinished]:
         """Queued or running invocations created more than ``seconds`` ago, oldest first,
@@ -189,7 +251,7 @@ class InvocationStore:
                 text("SELECT * FROM invocation_steps WHERE invocation_id = :id ORDER BY idx"),
                 {"id": invocation_id},
             ).mappings().all()
-        return _to_invocation(row, [_step_from_row(s) for s in steps])
+        return to_invocation(row, [step_from_row(s) for s in steps])
 
     @reconnecting
     def status_of(self, invocation_ids: list[str]) -> dict[str, InvocationStatus]:
@@ -275,7 +337,7 @@ def step_from_record(index: int, record: dict[str, Any]) -> StepRecord:
     )
 
 
-def _step_from_row(s: Any) -> StepRecord:
+def step_from_row(s: Any) -> StepRecord:
     return StepRecord(
         index=s["idx"],
         name=s["name"],
@@ -291,7 +353,7 @@ def _step_from_row(s: Any) -> StepRecord:
     )
 
 
-def _to_invocation(row: Any, steps: list[StepRecord]) -> Invocation:
+def to_invocation(row: Any, steps: list[StepRecord]) -> Invocation:
     return Invocation(
         id=row["id"],
         workflow=row["workflow"],
@@ -305,4 +367,6 @@ def _to_invocation(row: Any, steps: list[StepRecord]) -> Invocation:
         started_at=row["started_at"],
         finished_at=row["finished_at"],
         idempotency_key=row["idempotency_key"],
+        replays=int(row.get("replays") or 0),
+        replayed_at=row.get("replayed_at"),
     )

@@ -1,7 +1,7 @@
 -- Begin a step delivery. KEYS[1]: the invocation's in-flight hash.
 -- ARGV: index, owner, lease_ms, ttl_s, steal (the dead owner we may replace, or ""),
 --       with_records ("1": also return every done record, for a step that ends the run).
--- Returns {"done", output_json} | {"busy", owner, remaining_ms}
+-- Returns {"cancelled", reason} | {"done", output_json} | {"busy", owner, remaining_ms}
 --       | {"claimed", previous, now_ms, deaths, [done_field, record_json]...}
 -- where previous is the owner of an expired or stolen claim ("" when the step is fresh),
 -- now_ms is Redis TIME, the clock of step timestamps, and deaths counts the deliveries
@@ -9,6 +9,10 @@
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local idx = ARGV[1]
+local cancelled = redis.call("HGET", KEYS[1], "cancelled")
+if cancelled then
+  return {"cancelled", cancelled}
+end
 local done = redis.call("HGET", KEYS[1], "done:" .. idx)
 if done then
   return {"done", done}
