@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queues", "-Q", required=True, help="comma-separated queue names")
     parser.add_argument("--pool", default=None, help="prefork, threads, solo, ...")
     parser.add_argument("--concurrency", type=int, default=None, help="pool size")
-    parser.add_argument("--hostname", default=None, help="node name, e.g. agents-1@%%h")
+    parser.add_argument("--hostname", default=None,
+                        help="node name (default: <queues>-<pid>@<host>)")
     parser.add_argument("--loglevel", default="INFO", help="Celery log level")
     args, passthrough = parser.parse_known_args(argv)
     try:
@@ -36,8 +37,10 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as exc:
         print(f"error: --queues/--pool/--concurrency: {exc}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+    # Unique per process (exec keeps the pid), so two workers on one host never clash.
+    hostname = args.hostname or f"{profile.name}-{os.getpid()}@%h"
     command = [sys.executable, "-m", "celery",
-               *profile.argv(hostname=args.hostname, loglevel=args.loglevel), *passthrough]
+               *profile.argv(hostname=hostname, loglevel=args.loglevel), *passthrough]
     # Exec, so signals (Ctrl-C, SIGTERM for a warm shutdown) reach Celery directly.
     os.execv(sys.executable, command)
 
