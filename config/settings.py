@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     llm_timeout: float = Field(default=60.0, description="seconds for one provider call")
     llm_max_wait: float = Field(default=300.0, description="seconds a call may wait in line")
     llm_retry_budget: int = Field(default=6, description="provider attempts per LLM step")
+    llm_key_cooloff: float = Field(
+        default=300.0, description="seconds a key refused with 401/403 stays out of rotation "
+                                   "before one call probes it (doubling after each refused "
+                                   "probe, up to an hour)")
 
     llm_fallback_base_url: str | None = Field(default=None, description="second provider")
     llm_fallback_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
@@ -190,7 +194,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a positive whole number, got {value}")
         return value
 
-    @field_validator("llm_timeout", "llm_max_wait", "llm_outage_hold")
+    @field_validator("llm_timeout", "llm_max_wait", "llm_outage_hold", "llm_key_cooloff")
     @classmethod
     def _positive_seconds(cls, value: float) -> float:
         if value <= 0:

@@ -18,15 +18,22 @@ INFLIGHT_MIN_TTL_SECONDS = 24 * 3600
 
 # The LLM limiter of one provider pool (base URL + model), shared by the fleet:
 # waiters in arrival order, and per API key (by fingerprint, never the key) its leases,
-# request log, token log and cooldown. Entries expire two windows after their last use.
+# request log, token log, cooldown (after a 429) and probe lease. Entries expire two
+# windows after their last use; the probe lease (one call in the fleet tries a key back
+# after its cool-off) expires with the probing call's limiter lease.
 LLM_POOL = PREFIX + "llm:{pool}"
 LLM_WAITERS = LLM_POOL + ":waiters"
 LLM_ALIVE = LLM_POOL + ":alive"
 LLM_TICKET = LLM_POOL + ":ticket"
-LLM_REVOKED = LLM_POOL + ":revoked"
 LLM_WAKE = LLM_POOL + ":wake:"
 LLM_KEY = LLM_POOL + ":key:{key}"
-LLM_KEY_PARTS = ("leases", "requests", "tokens", "tokensum", "cooldown")
+LLM_KEY_PARTS = ("leases", "requests", "tokens", "tokensum", "cooldown", "probe")
+# Keys the provider refused (401/403), out of rotation (hash: key fingerprint ->
+# "status|first ms|last ms|probe at ms|strikes"). No expiry: a key comes back only
+# through a probe that succeeds or `orchestrator keys restore`, never by forgetting.
+LLM_OUT = LLM_POOL + ":out"
+# Upper bound of a key's cool-off, which doubles with each refused probe.
+LLM_KEY_COOLOFF_CAP_SECONDS = 3600.0
 
 # The limiter's wait-time samples (seconds), newest first, for `status` and benchmarks.
 LLM_WAITS = LLM_POOL + ":waits"

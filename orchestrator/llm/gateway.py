@@ -5,12 +5,17 @@ Each call waits in the fleet-wide limiter for a key with headroom, then calls it
   at zero cools that key down until its reset, so the limiter's view follows the provider's.
 - 429 (provider limits drifted): that key cools down for the retry-after and the call goes
   back in line for another key; it never fails the step while the retry budget lasts.
-- 401/403: the key leaves the rotation fleet-wide (logged by fingerprint, never by value).
+- 401/403: the key leaves the rotation fleet-wide for ``ORCH_LLM_KEY_COOLOFF``, then one
+  call in the fleet probes it: an answer brings it back, a refusal doubles its cool-off
+  (:mod:`orchestrator.llm.rotation`; logged by fingerprint, never by value).
 - 5xx or timeout: counted by the provider's fleet-wide circuit breaker; the fallback
   provider, when configured, answers instead (through its own limiter), and while the
-  breaker is open the primary is not called at all. When no provider can answer, the
-  step holds (``ProviderOutage``: retried after the breaker's next probe without spending
-  its retries) for up to ``ORCH_LLM_OUTAGE_HOLD``, then fails with that reason.
+  breaker is open the primary is not called at all.
+- A provider with every key out of rotation is skipped the same way: the fallback answers.
+When no provider can answer, the step holds (``ProviderOutage``: retried after the
+breaker's or a key's next probe without spending its retries) for up to
+``ORCH_LLM_OUTAGE_HOLD``, then fails with the reason: which provider is down, which keys
+were refused, with what status and when.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from orchestrator.errors import ProviderOutage, StepFailed, TransientStepError
 from orchestrator.llm.client import ChatRequest, ChatResult, ProviderFailure, chat
 from orchestrator.llm.keys import ApiKey, Provider
 from orchestrator.llm.limiter import Lease, Limiter, RedisLimiter
+from orchestrator.llm.rotation import cooloff_seconds
 from orchestrator.llm.tokens import estimate_prompt
 from orchestrator.telemetry import count
 
@@ -100,7 +106,8 @@ class Gateway:
         self.providers = providers(settings)
         self.limiters: dict[str, Limiter] = (
             dict(limiters) if limiters is not None else
-            {p.name: RedisLimiter(client, p, lease_seconds=self.lease_seconds)
+            {p.name: RedisLimiter(client, p, lease_seconds=self.lease_seconds,
+                                  cooloff=settings.llm_key_cooloff)
              for p in self.providers})
 
     @property
@@ -113,29 +120,32 @@ class Gateway:
                  temperature: float = 0.0) -> Completion:
         """One chat completion, from the primary provider or, when it is down, the fallback.
 
-        Raises ``TransientStepError`` when no provider could answer now (the step is
-        retried later), ``StepFailed`` for a request the provider refuses or no usable key.
+        Raises ``ProviderOutage`` when no provider can answer now (down, or every key out
+        of rotation: the step holds), ``TransientStepError`` when calls stayed rate
+        limited (the step is retried later), ``StepFailed`` for a request the provider
+        refuses.
         """
-        failure: TransientStepError | None = None
+        failures: list[ProviderOutage] = []
         for provider in self.providers:
             breaker = self.breakers.get(f"llm-{provider.name}", self.breaker_policy)
+            failure: ProviderOutage
             try:
                 return breaker.call(
                     lambda p=provider: self._complete_with(p, messages, max_tokens, temperature),  # type: ignore[misc]
                     is_failure=lambda exc: isinstance(exc, ProviderUnavailable),
                 )
-            except ProviderUnavailable as exc:
+            except ProviderOutage as exc:  # down, or no usable key
                 failure = exc
             except pybreaker.CircuitBreakerError:
                 status = breaker.status()
                 failure = ProviderUnavailable(
                     f"LLM provider {provider.name}: circuit breaker open",
                     retry_after=status.next_probe_in or self.breaker_policy.reset_timeout)
+            failures.append(failure)
             if provider is not self.providers[-1]:
                 log.warning("LLM provider %s unavailable (%s); using %s", provider.name,
                             failure, self.providers[-1].name)
-        assert failure is not None
-        raise failure
+        raise _outage(failures)
 
     def _complete_with(self, provider: Provider, messages: list[dict[str, str]],
                        max_tokens: int, temperature: float) -> Completion:
@@ -145,17 +155,28 @@ class Gateway:
         retry_after: float | None = None
         for attempt in range(1, self.settings.llm_retry_budget + 1):
             lease = limiter.acquire(tokens, max_wait=self.settings.llm_max_wait)
+            if lease.probe:
+                log.info("LLM key %s of %s: cool-off over, this call probes it", lease.key.id,
+                         provider.name)
             outcome = chat(self.http, base_url=provider.base_url, api_key=lease.key.secret,
                            request=request, timeout=self.settings.llm_timeout)
             if isinstance(outcome, ChatResult):
+                if lease.probe and limiter.restore(lease.key.id):
+                    log.warning("LLM key %s of %s answered its probe: back in rotation",
+                                lease.key.id, provider.name)
+                    count(self.client, f"llm_keys_restored:{provider.name}")
                 limiter.release(lease, outcome.prompt_tokens + outcome.completion_tokens)
                 count(self.client, f"llm_calls:{provider.name}")
                 count(self.client, "llm_prompt_tokens", outcome.prompt_tokens)
                 count(self.client, "llm_completion_tokens", outcome.completion_tokens)
                 self._follow_headers(limiter, lease, outcome.headers)
                 return Completion(outcome, provider.name, lease.key.id, lease.waited, attempt)
-            limiter.release(lease, None)
-            retry_after = self._handle_failure(provider, limiter, lease, outcome)
+            try:
+                # Before the release: a refused probe must send its key back while it
+                # still holds the probe, or a second call could probe the key meanwhile.
+                retry_after = self._handle_failure(provider, limiter, lease, outcome)
+            finally:
+                limiter.release(lease, None)
         raise TransientStepError(
             f"LLM provider {provider.name}: rate limited on {self.settings.llm_retry_budget} "
             "attempts", retry_after,
@@ -165,9 +186,17 @@ class Gateway:
                         outcome: ProviderFailure) -> float | None:
         key = lease.key
         if outcome.unauthorized:
-            log.error("LLM key %s refused by %s (HTTP %s): removed from rotation",
-                      key.id, provider.name, outcome.status)
-            limiter.revoke(key)
+            assert outcome.status is not None
+            # The provider's message is not logged: some quote part of the key.
+            record = limiter.take_out(key, outcome.status, lease=lease)
+            if record is None:
+                log.warning("LLM key %s refused by %s (HTTP %s): already out of rotation",
+                            key.id, provider.name, outcome.status)
+                return None
+            cooloff = cooloff_seconds(self.settings.llm_key_cooloff, record.strikes)
+            log.error("LLM key %s refused by %s (HTTP %s)%s: out of rotation for %.0fs, "
+                      "then one call probes it", key.id, provider.name, outcome.status,
+                      " on its probe" if record.strikes > 1 else "", cooloff)
             count(self.client, f"llm_keys_revoked:{provider.name}")
             return None
         if outcome.rate_limited:
@@ -191,3 +220,14 @@ class Gateway:
             reset = parse_reset(headers.get(f"x-ratelimit-reset-{kind}"))
             if reset:
                 limiter.cool_down(lease.key, reset)
+
+
+def _outage(failures: list[ProviderOutage]) -> ProviderOutage:
+    """One outage out of each provider's: every reason said, retried at the soonest."""
+    if len(failures) == 1:
+        return failures[0]
+    waits = [f.retry_after for f in failures if f.retry_after is not None]
+    message = "; ".join(str(f) for f in failures)
+    if all(isinstance(f, ProviderUnavailable) for f in failures):
+        return ProviderUnavailable(message, min(waits, default=None))
+    return ProviderOutage(message, min(waits, default=None))

@@ -10,6 +10,10 @@ freed a slot or by the admission just ahead of it, or at the moment the window f
 capacity; it wakes at least every ``HEARTBEAT`` seconds to prove it is alive. A worker
 that dies holding a lease frees it when the lease expires; one that dies waiting is
 dropped from the line within ``WAITER_TTL``.
+
+A key the provider refuses (401/403) leaves the rotation for a cool-off, then exactly one
+call in the fleet probes it (the rules are :mod:`orchestrator.llm.rotation`'s). With every
+key out and none due, admission raises ``NoUsableKey``, an outage the step holds through.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ import redis
 from orchestrator.constants import (
     LLM_ALIVE,
     LLM_KEY,
+    LLM_KEY_COOLOFF_CAP_SECONDS,
     LLM_KEY_PARTS,
-    LLM_REVOKED,
+    LLM_OUT,
     LLM_TICKET,
     LLM_WAITERS,
     LLM_WAITS,
@@ -33,21 +38,26 @@ from orchestrator.constants import (
 )
 from orchestrator.errors import StepFailed, TransientStepError
 from orchestrator.llm.keys import ApiKey, Provider
+from orchestrator.llm.rotation import KeyOut, KeyStatus, NoUsableKey, key_state
 from orchestrator.lua import script
 
 HEARTBEAT = 1.0
 WAITER_TTL = 5.0
 WAIT_SAMPLES = 5000
+WINDOW_MS = 60_000
+DEFAULT_COOLOFF = 300.0  # ORCH_LLM_KEY_COOLOFF's default
 
 
 @dataclass(frozen=True)
 class Lease:
-    """Admission to call ``key`` once; ``waited`` seconds were spent in line."""
+    """Admission to call ``key`` once; ``waited`` seconds were spent in line. ``probe``:
+    this call is the one that tries ``key`` back after its cool-off."""
 
     id: str
     key: ApiKey
     tokens: int
     waited: float
+    probe: bool = False
 
 
 class Limiter(Protocol):
@@ -59,24 +69,43 @@ class Limiter(Protocol):
     def acquire(self, tokens: int, *, max_wait: float) -> Lease:
         """Wait in line until some key can take a call of ``tokens``; returns its lease.
 
-        Raises ``TransientStepError`` after ``max_wait`` seconds in line, ``StepFailed``
-        when no key is usable (all revoked) or the call is larger than any key's TPM.
+        Raises ``TransientStepError`` after ``max_wait`` seconds in line, ``NoUsableKey``
+        (an outage) when every key is out of rotation and none may be probed yet,
+        ``StepFailed`` when the call is larger than any key's TPM.
         """
         ...
 
     def release(self, lease: Lease, actual_tokens: int | None) -> None:
-        """End ``lease``; settle its tokens to ``actual_tokens`` (None: keep the estimate)."""
+        """End ``lease``; settle its tokens to ``actual_tokens`` (None: keep the estimate).
+        A probe lease still held ends without a verdict: the next call probes again."""
         ...
 
     def cool_down(self, key: ApiKey, seconds: float) -> None:
         """Keep ``key`` out of admission for ``seconds`` (after a 429 from the provider)."""
         ...
 
-    def revoke(self, key: ApiKey) -> None:
-        """Take ``key`` out of rotation (after a 401/403)."""
+    def take_out(self, key: ApiKey, status: int, *, lease: Lease | None = None) -> KeyOut | None:
+        """``key`` was refused with ``status`` (401/403) on ``lease``: out of rotation for
+        the cool-off, or, when ``lease`` was its probe, for twice the last one (capped).
+        Returns the record, or None when the key was already out (the same incident)."""
         ...
 
-    def revoked(self) -> set[str]: ...
+    def restore(self, key_id: str) -> bool:
+        """Return the key with fingerprint ``key_id`` to rotation now; False when it was
+        in rotation."""
+        ...
+
+    def out_of_rotation(self) -> dict[str, KeyOut]:
+        """The keys out of rotation now, by fingerprint."""
+        ...
+
+    def revoked(self) -> set[str]:
+        """Fingerprints of the keys out of rotation now."""
+        ...
+
+    def statuses(self) -> list[KeyStatus]:
+        """Each key's state and headroom now, in the provider's order."""
+        ...
 
     def reset_wait_samples(self) -> None: ...
 
@@ -92,15 +121,18 @@ class Limiter(Protocol):
 class RedisLimiter:
     """Admission to one provider's keys, shared by every process through Redis."""
 
-    def __init__(self, client: redis.Redis, provider: Provider, *, lease_seconds: float) -> None:
+    def __init__(self, client: redis.Redis, provider: Provider, *, lease_seconds: float,
+                 cooloff: float = DEFAULT_COOLOFF) -> None:
+        """``cooloff``: seconds a refused key stays out before its first probe."""
         self.client = client
         self.provider = provider
         self.lease_ms = int(lease_seconds * 1000)
+        self.cooloff_ms = int(cooloff * 1000)
         pool = provider.pool
         self._waiters = LLM_WAITERS.format(pool=pool)
         self._alive = LLM_ALIVE.format(pool=pool)
         self._ticket = LLM_TICKET.format(pool=pool)
-        self._revoked = LLM_REVOKED.format(pool=pool)
+        self._out = LLM_OUT.format(pool=pool)
         self._wake = LLM_WAKE.format(pool=pool)
         self._waits = LLM_WAITS.format(pool=pool)
         self._key_names = {
@@ -109,9 +141,10 @@ class RedisLimiter:
         }
         self._acquire = script(client, "orchestrator.llm", "limiter_acquire")
         self._release = script(client, "orchestrator.llm", "limiter_release")
+        self._take_out = script(client, "orchestrator.llm", "limiter_take_out")
 
     def _keys(self) -> list[str]:
-        names = [self._waiters, self._alive, self._ticket, self._revoked]
+        names = [self._waiters, self._alive, self._ticket, self._out]
         for key in self.provider.keys:
             names += self._key_names[key.id]
         return names
@@ -128,8 +161,9 @@ class RedisLimiter:
         """Wait in line until some key can take a call of ``tokens``; returns its lease.
 
         Raises ``TransientStepError`` after ``max_wait`` seconds in line (the step is then
-        retried, its place given up), ``StepFailed`` when no key is usable (all revoked)
-        or the call is larger than any key's TPM.
+        retried, its place given up), ``NoUsableKey`` (an outage) when every key is out of
+        rotation and none may be probed yet, ``StepFailed`` when the call is larger than
+        any key's TPM.
         """
         waiter = uuid.uuid4().hex
         lease = uuid.uuid4().hex
@@ -145,10 +179,11 @@ class RedisLimiter:
                 if state == "granted":
                     waited = time.monotonic() - started
                     self._record_wait(waited)
-                    return Lease(lease, self.provider.keys[int(reply[1]) - 1], tokens, waited)
+                    return Lease(lease, self.provider.keys[int(reply[1]) - 1], tokens, waited,
+                                 probe=reply[3] == b"1")
                 if state == "nokeys":
-                    raise StepFailed(
-                        f"LLM provider {self.provider.name}: every API key is revoked")
+                    raise NoUsableKey(self.provider.name, self.out_of_rotation(),
+                                      self._now_ms())
                 if state == "toolarge":
                     raise StepFailed(
                         f"LLM call of {tokens} tokens exceeds every key's TPM ({reply[1].decode()})"
@@ -181,9 +216,9 @@ class RedisLimiter:
 
     def release(self, lease: Lease, actual_tokens: int | None) -> None:
         """End ``lease``; settle its tokens to ``actual_tokens`` (None: keep the estimate)."""
-        leases, _reqs, toks, toksum, _cool = self._key_names[lease.key.id]
+        leases, _reqs, toks, toksum, _cool, probe = self._key_names[lease.key.id]
         self._release(
-            keys=[leases, toks, toksum, self._waiters, self._wake],
+            keys=[leases, toks, toksum, self._waiters, self._wake, probe],
             args=[lease.id, -1 if actual_tokens is None else actual_tokens],
         )
 
@@ -200,13 +235,64 @@ class RedisLimiter:
         seconds, micros = self.client.time()
         return int(seconds) * 1000 + int(micros) // 1000
 
-    def revoke(self, key: ApiKey) -> None:
-        """Take ``key`` out of rotation for the whole fleet (after a 401/403)."""
-        self.client.sadd(self._revoked, key.id)
+    def take_out(self, key: ApiKey, status: int, *, lease: Lease | None = None) -> KeyOut | None:
+        """``key`` was refused with ``status`` (401/403) on ``lease``: out of rotation for
+        the whole fleet for the cool-off, or, when ``lease`` was its probe, for twice the
+        last one (capped). Returns the record, or None when the key was already out."""
+        record = self._take_out(
+            keys=[self._out, self._key_names[key.id][5], self._waiters, self._wake],
+            args=[key.id, status, lease.id if lease is not None else "", self.cooloff_ms,
+                  int(LLM_KEY_COOLOFF_CAP_SECONDS * 1000)])
+        return KeyOut.decode(record) if record else None
+
+    def restore(self, key_id: str) -> bool:
+        """Return the key with fingerprint ``key_id`` to rotation for the whole fleet now;
+        False when it was in rotation."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hdel(self._out, key_id)
+        if key_id in self._key_names:
+            pipe.delete(self._key_names[key_id][5])
+        removed = pipe.execute()[0]
         self._wake_head()
+        return bool(removed)
+
+    def out_of_rotation(self) -> dict[str, KeyOut]:
+        """The keys out of rotation now, by fingerprint."""
+        return {k.decode(): KeyOut.decode(v) for k, v in self.client.hgetall(self._out).items()}
 
     def revoked(self) -> set[str]:
-        return {m.decode() for m in self.client.smembers(self._revoked)}
+        """Fingerprints of the keys out of rotation now."""
+        return set(self.out_of_rotation())
+
+    def statuses(self) -> list[KeyStatus]:
+        """Each key's state and headroom now, in the provider's order (read, not locked:
+        a snapshot for operators)."""
+        now = self._now_ms()
+        out = self.out_of_rotation()
+        pipe = self.client.pipeline(transaction=True)
+        for key in self.provider.keys:
+            leases, reqs, _toks, _toksum, cool, probe = self._key_names[key.id]
+            pipe.zcount(leases, now, "+inf")
+            pipe.zrangebyscore(reqs, f"({now - WINDOW_MS}", "+inf")
+            pipe.get(cool)
+            pipe.exists(probe)
+        replies = pipe.execute()
+        found = []
+        for index, key in enumerate(self.provider.keys):
+            in_flight, recent, cooled, probing = replies[index * 4: index * 4 + 4]
+            toks = self._key_names[key.id][2]
+            used = sum(int(v or 0) for v in self.client.hmget(toks, recent)) if recent else 0
+            record = out.get(key.id)
+            cooling_ms = max(0, int(cooled or 0) - now)
+            found.append(KeyStatus(
+                provider=self.provider.name, key=key.id,
+                state=key_state(record, probing=bool(probing), cooling_ms=cooling_ms),
+                cooling_s=cooling_ms / 1000,
+                out=record, next_probe_in_s=record.next_probe_in(now) if record else None,
+                in_flight=int(in_flight), concurrency=key.concurrency,
+                requests_left=max(0, key.rpm - len(recent)),
+                tokens_left=max(0, key.tpm - used)))
+        return found
 
     def _record_wait(self, waited: float) -> None:
         pipe = self.client.pipeline(transaction=False)

@@ -3,9 +3,11 @@
 
 Per API key: a concurrency semaphore of leases (each expiring ``lease_seconds`` after its
 grant), a request log (RPM over a rolling 60 s), a token log (TPM over the same window,
-each call's reservation settled on release) and a cooldown. Callers wait in arrival order;
-only the head of the line is admitted, to the key with the most headroom. For tests and
-single-process use; the fleet's limiter is :class:`~orchestrator.llm.limiter.RedisLimiter`.
+each call's reservation settled on release), a cooldown and, for a key the provider
+refused, its cool-off and its one probe (``lua/limiter_take_out.lua``). Callers wait in
+arrival order; only the head of the line is admitted, to the key with the most headroom (a
+key due for its probe first). For tests and single-process use; the fleet's limiter is
+:class:`~orchestrator.llm.limiter.RedisLimiter`.
 """
 
 from __future__ import annotations
@@ -19,9 +21,15 @@ from dataclasses import dataclass, field
 
 from orchestrator.errors import StepFailed, TransientStepError
 from orchestrator.llm.keys import ApiKey, Provider
-from orchestrator.llm.limiter import HEARTBEAT, WAIT_SAMPLES, WAITER_TTL, Lease
-
-WINDOW_MS = 60_000
+from orchestrator.llm.limiter import (
+    DEFAULT_COOLOFF,
+    HEARTBEAT,
+    WAIT_SAMPLES,
+    WAITER_TTL,
+    WINDOW_MS,
+    Lease,
+)
+from orchestrator.llm.rotation import KeyOut, KeyStatus, NoUsableKey, cooloff_seconds, key_state
 
 
 @dataclass
@@ -30,12 +38,15 @@ class _KeyLog:
     requests: dict[str, int] = field(default_factory=dict)  # lease -> start ms
     tokens: dict[str, int] = field(default_factory=dict)  # lease -> tokens, in the window
     cooldown_until: int = 0
+    probe: tuple[str, int] | None = None  # the probing lease and its expiry ms
 
 
 @dataclass(frozen=True)
 class _Answer:
     state: str  # granted | wait | nokeys | toolarge
-    value: int = 0  # key index, ms until capacity could exist, or the largest TPM
+    value: int = 0  # key index, ms until capacity could exist (or a probe may go), or the
+    # largest TPM
+    probe: bool = False
 
 
 class MemoryLimiter:
@@ -43,13 +54,15 @@ class MemoryLimiter:
     windows, leases and cooldowns follow it; ``max_wait`` is real time, as in Redis)."""
 
     def __init__(self, provider: Provider, *, lease_seconds: float,
+                 cooloff: float = DEFAULT_COOLOFF,
                  clock: Callable[[], float] = time.time) -> None:
         self.provider = provider
         self.lease_ms = int(lease_seconds * 1000)
+        self.cooloff = cooloff
         self.clock = clock
         self._logs = {key.id: _KeyLog() for key in provider.keys}
         self._line: dict[str, int] = {}  # waiter -> alive until ms, in arrival order
-        self._revoked: set[str] = set()
+        self._out: dict[str, KeyOut] = {}
         self._waits: list[float] = []
         self._changed = threading.Condition()
         self._generation = 0
@@ -74,11 +87,27 @@ class MemoryLimiter:
         if next(iter(self._line), None) != waiter:
             return _Answer("wait", 0)
         best, best_room = -1, -1.0
+        probe_pick = -1
         soonest: int | None = None
+        next_probe: int | None = None
         usable, largest_tpm = 0, 0
         for index, key in enumerate(self.provider.keys):
-            if key.id in self._revoked:
-                continue
+            # A key out of rotation is cooling off, or due: then exactly one call probes it.
+            out, due = self._out.get(key.id), False
+            if out is not None:
+                if out.probe_at_ms > now:
+                    cooling = out.probe_at_ms - now
+                    next_probe = cooling if next_probe is None else min(next_probe, cooling)
+                    continue
+                probe = self._logs[key.id].probe
+                if probe is not None and probe[1] > now:
+                    # Its probe is in flight: the outcome decides, and wakes the line.
+                    usable += 1
+                    largest_tpm = max(largest_tpm, key.tpm)
+                    probe_left = probe[1] - now
+                    soonest = probe_left if soonest is None else min(soonest, probe_left)
+                    continue
+                due = True
             usable += 1
             largest_tpm = max(largest_tpm, key.tpm)
             wait = self._key_wait(key, now, wanted)
@@ -88,23 +117,35 @@ class MemoryLimiter:
                 used = sum(log.tokens.values())
                 room = min((key.concurrency - active) / key.concurrency,
                            (key.rpm - recent) / key.rpm, (key.tpm - used - wanted) / key.tpm)
-                if room > best_room:
+                # A due key is probed before any other is used: it comes back soonest.
+                if due:
+                    if probe_pick < 0:
+                        probe_pick = index
+                elif room > best_room:
                     best, best_room = index, room
             elif wait > 0 and (soonest is None or wait < soonest):
                 soonest = wait
         if usable == 0:
-            return _Answer("nokeys")
+            return _Answer("nokeys", next_probe or 0)
         if wanted > largest_tpm:
             return _Answer("toolarge", largest_tpm)
+        probing = probe_pick >= 0
+        if probing:
+            best = probe_pick
         if best < 0:
+            # A key whose cool-off ends first may be probed then: look again at that time.
+            if next_probe is not None and (soonest is None or next_probe < soonest):
+                soonest = next_probe
             return _Answer("wait", soonest or 0)
         log = self._logs[self.provider.keys[best].id]
         log.leases[lease] = now + self.lease_ms
         log.requests[lease] = now
         log.tokens[lease] = wanted
+        if probing:
+            log.probe = (lease, now + self.lease_ms)
         del self._line[waiter]
         self._wake()  # the next in line may fit too
-        return _Answer("granted", best)
+        return _Answer("granted", best, probe=probing)
 
     def _key_wait(self, key: ApiKey, now: int, wanted: int) -> int | None:
         """None when ``key`` can take the call now; else ms until it could (0: unknown,
@@ -138,8 +179,9 @@ class MemoryLimiter:
     def acquire(self, tokens: int, *, max_wait: float) -> Lease:
         """Wait in line until some key can take a call of ``tokens``; returns its lease.
 
-        Raises ``TransientStepError`` after ``max_wait`` seconds in line, ``StepFailed``
-        when every key is revoked or the call is larger than any key's TPM.
+        Raises ``TransientStepError`` after ``max_wait`` seconds in line, ``NoUsableKey``
+        (an outage) when every key is out of rotation and none may be probed yet,
+        ``StepFailed`` when the call is larger than any key's TPM.
         """
         waiter, lease = uuid.uuid4().hex, uuid.uuid4().hex
         started = time.monotonic()
@@ -153,10 +195,12 @@ class MemoryLimiter:
                     waited = time.monotonic() - started
                     self._waits.insert(0, float(f"{waited:.4f}"))
                     del self._waits[WAIT_SAMPLES:]
-                    return Lease(lease, self.provider.keys[answer.value], tokens, waited)
+                    return Lease(lease, self.provider.keys[answer.value], tokens, waited,
+                                 probe=answer.probe)
                 if answer.state == "nokeys":
-                    raise StepFailed(
-                        f"LLM provider {self.provider.name}: every API key is revoked")
+                    with self._changed:
+                        out = dict(self._out)
+                    raise NoUsableKey(self.provider.name, out, self._now_ms())
                 if answer.state == "toolarge":
                     raise StepFailed(
                         f"LLM call of {tokens} tokens exceeds every key's TPM ({answer.value})")
@@ -183,6 +227,10 @@ class MemoryLimiter:
             # Absent when the request already left the window: nothing left to settle.
             if actual_tokens is not None and lease.id in log.tokens:
                 log.tokens[lease.id] = actual_tokens
+            # A probe that neither brought its key back nor sent it back (a 429, a 5xx):
+            # the key stays due, and the next call in line probes it.
+            if log.probe is not None and log.probe[0] == lease.id:
+                log.probe = None
             self._wake()
 
     def cool_down(self, key: ApiKey, seconds: float) -> None:
@@ -192,15 +240,72 @@ class MemoryLimiter:
             log.cooldown_until = max(log.cooldown_until, self._now_ms() + int(seconds * 1000))
             self._wake()
 
-    def revoke(self, key: ApiKey) -> None:
-        """Take ``key`` out of rotation (after a 401/403)."""
+    def take_out(self, key: ApiKey, status: int, *, lease: Lease | None = None) -> KeyOut | None:
+        """``key`` was refused with ``status`` (401/403) on ``lease``: out of rotation for
+        the cool-off, or, when ``lease`` was its probe, for twice the last one (capped).
+        Returns the record, or None when the key was already out (the same incident)."""
         with self._changed:
-            self._revoked.add(key.id)
+            now = self._now_ms()
+            log = self._logs[key.id]
+            probe = (lease is not None and log.probe is not None
+                     and log.probe[0] == lease.id and log.probe[1] > now)
+            out = self._out.get(key.id)
+            first, strikes = now, 1
+            if out is not None:
+                if not probe:
+                    return None
+                first, strikes = out.first_ms, out.strikes + 1
+            if probe:
+                log.probe = None
+            cooloff = cooloff_seconds(self.cooloff, strikes)
+            record = KeyOut(status, first, now, now + math.floor(cooloff * 1000), strikes)
+            self._out[key.id] = record
             self._wake()
+            return record
+
+    def restore(self, key_id: str) -> bool:
+        """Return the key with fingerprint ``key_id`` to rotation now; False when it was
+        in rotation."""
+        with self._changed:
+            if key_id in self._logs:
+                self._logs[key_id].probe = None
+            removed = self._out.pop(key_id, None) is not None
+            self._wake()
+            return removed
+
+    def out_of_rotation(self) -> dict[str, KeyOut]:
+        """The keys out of rotation now, by fingerprint."""
+        with self._changed:
+            return dict(self._out)
 
     def revoked(self) -> set[str]:
+        """Fingerprints of the keys out of rotation now."""
         with self._changed:
-            return set(self._revoked)
+            return set(self._out)
+
+    def statuses(self) -> list[KeyStatus]:
+        """Each key's state and headroom now, in the provider's order."""
+        with self._changed:
+            now = self._now_ms()
+            found = []
+            for key in self.provider.keys:
+                log = self._logs[key.id]
+                recent = [m for m, start in log.requests.items() if start > now - WINDOW_MS]
+                used = sum(log.tokens.get(m, 0) for m in recent)
+                record = self._out.get(key.id)
+                cooling_ms = max(0, log.cooldown_until - now)
+                probing = log.probe is not None and log.probe[1] > now
+                found.append(KeyStatus(
+                    provider=self.provider.name, key=key.id,
+                    state=key_state(record, probing=probing, cooling_ms=cooling_ms),
+                    cooling_s=cooling_ms / 1000,
+                    out=record,
+                    next_probe_in_s=record.next_probe_in(now) if record else None,
+                    in_flight=sum(1 for expiry in log.leases.values() if expiry >= now),
+                    concurrency=key.concurrency,
+                    requests_left=max(0, key.rpm - len(recent)),
+                    tokens_left=max(0, key.tpm - used)))
+            return found
 
     def reset_wait_samples(self) -> None:
         with self._changed:

@@ -1,6 +1,6 @@
 """The LLM limiter's rules, on the in-memory limiter (the same rules as the Lua in Redis):
-per key concurrency, requests and tokens per rolling minute, cooldowns, revoked keys,
-arrival order."""
+per key concurrency, requests and tokens per rolling minute, cooldowns, keys out of
+rotation (cool-off, one probe, doubling), arrival order."""
 
 from __future__ import annotations
 
@@ -9,18 +9,22 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from orchestrator.errors import StepFailed, TransientStepError
+from orchestrator.constants import LLM_KEY_COOLOFF_CAP_SECONDS
+from orchestrator.errors import ProviderOutage, StepFailed, TransientStepError
 from orchestrator.llm.keys import ApiKey, Provider
 from orchestrator.llm.limiter import Lease
+from orchestrator.llm.rotation import KeyState, NoUsableKey, cooloff_seconds
 from orchestrator.testing import ManualClock, MemoryLimiter
 
 LEASE_SECONDS = 30.0
+COOLOFF = 300.0
 
 
 def _limiter(*keys: ApiKey) -> tuple[MemoryLimiter, ManualClock]:
     clock = ManualClock()
     provider = Provider("primary", "http://llm.example/v1", "m", keys)
-    return MemoryLimiter(provider, lease_seconds=LEASE_SECONDS, clock=clock), clock
+    return MemoryLimiter(provider, lease_seconds=LEASE_SECONDS, cooloff=COOLOFF,
+                         clock=clock), clock
 
 
 def _key(name: str = "sk-a", *, rpm: int = 100, tpm: int = 100_000,
@@ -76,15 +80,112 @@ def test_call_larger_than_every_keys_tpm_fails_at_once() -> None:
         limiter.acquire(701, max_wait=5)
 
 
-def test_revoked_key_leaves_the_rotation_and_none_left_fails_the_call() -> None:
+def test_refused_key_leaves_the_rotation_and_none_left_is_an_outage() -> None:
     first, second = _key("sk-a"), _key("sk-b")
-    limiter, _ = _limiter(first, second)
-    limiter.revoke(first)
+    limiter, clock = _limiter(first, second)
+    limiter.take_out(first, 401)
     assert limiter.acquire(10, max_wait=0).key == second
-    limiter.revoke(second)
+    clock.advance(100)
+    limiter.take_out(second, 403)
     assert limiter.revoked() == {first.id, second.id}
-    with pytest.raises(StepFailed, match="every API key is revoked"):
+    started = time.monotonic()
+    with pytest.raises(NoUsableKey) as caught:
         limiter.acquire(10, max_wait=5)
+    assert time.monotonic() - started < 1.0  # at once: nothing to wait for in line
+    assert isinstance(caught.value, ProviderOutage)
+    assert caught.value.retry_after == pytest.approx(COOLOFF - 100)  # the first probe
+    assert f"{first.id} refused with HTTP 401 at 2023-11-14T22:13:20+00:00" in str(caught.value)
+    assert f"{second.id} refused with HTTP 403" in str(caught.value)
+    assert "next probe in 200s" in str(caught.value)
+
+
+def test_key_is_probed_by_one_call_exactly_when_its_cooloff_ends() -> None:
+    key = _key()
+    limiter, clock = _limiter(key)
+    limiter.take_out(key, 401)
+    clock.advance(COOLOFF - 0.001)
+    with pytest.raises(NoUsableKey, match="next probe in 0s"):
+        limiter.acquire(10, max_wait=0)
+    clock.advance(0.001)
+    probe = limiter.acquire(10, max_wait=0)
+    assert probe.probe and probe.key == key
+    assert [s.state for s in limiter.statuses()] == [KeyState.PROBING]
+    assert _refused(limiter)  # everyone else waits for the probe's verdict
+
+
+def test_waiting_call_takes_the_key_its_probe_brings_back() -> None:
+    key = _key()
+    limiter, clock = _limiter(key)
+    limiter.take_out(key, 401)
+    clock.advance(COOLOFF)
+    probe = limiter.acquire(10, max_wait=0)
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(limiter.acquire, 10, max_wait=5.0)
+        time.sleep(0.1)
+        assert not waiting.done()
+        limiter.restore(key.id)  # the probe answered
+        limiter.release(probe, 10)
+        lease: Lease = waiting.result(timeout=5)
+    assert lease.key == key and not lease.probe and lease.waited < 0.6
+
+
+def test_each_refused_probe_doubles_the_cooloff_up_to_the_cap() -> None:
+    key = _key()
+    limiter, clock = _limiter(key)
+    record = limiter.take_out(key, 401)
+    assert record is not None
+    expected = [COOLOFF * 2, COOLOFF * 4, COOLOFF * 8, LLM_KEY_COOLOFF_CAP_SECONDS,
+                LLM_KEY_COOLOFF_CAP_SECONDS]
+    for strikes, cooloff in enumerate(expected, start=2):
+        clock.advance((record.probe_at_ms - record.last_ms) / 1000)
+        probe = limiter.acquire(10, max_wait=0)
+        assert probe.probe
+        record = limiter.take_out(key, 401, lease=probe)
+        limiter.release(probe, None)
+        assert record is not None and record.strikes == strikes
+        assert (record.probe_at_ms - record.last_ms) / 1000 == cooloff
+
+
+def test_cooloff_is_never_under_its_setting_even_over_the_cap() -> None:
+    assert cooloff_seconds(7200.0, 5) == 7200.0
+    assert cooloff_seconds(10.0, 1) == 10.0 and cooloff_seconds(10.0, 3) == 40.0
+
+
+def test_refusals_from_calls_in_flight_are_one_incident() -> None:
+    key = _key()
+    limiter, clock = _limiter(key)
+    leases = [limiter.acquire(10, max_wait=0) for _ in range(3)]
+    first = limiter.take_out(key, 401, lease=leases[0])
+    clock.advance(10)
+    assert limiter.take_out(key, 401, lease=leases[1]) is None
+    assert limiter.take_out(key, 401) is None
+    assert limiter.out_of_rotation() == {key.id: first}
+
+
+def test_restored_key_is_usable_at_once_and_a_late_probe_verdict_starts_afresh() -> None:
+    key = _key()
+    limiter, clock = _limiter(key)
+    limiter.take_out(key, 401)
+    clock.advance(COOLOFF)
+    probe = limiter.acquire(10, max_wait=0)
+    assert limiter.restore(key.id)  # the operator, while the probe is in flight
+    assert not limiter.acquire(10, max_wait=0).probe
+    late = limiter.take_out(key, 401, lease=probe)  # the probe's own verdict comes later
+    assert late is not None and late.strikes == 1
+
+
+def test_keys_list_their_headroom_in_the_rolling_minute() -> None:
+    key = _key(rpm=10, tpm=1_000, concurrency=4)
+    limiter, clock = _limiter(key)
+    limiter.release(limiter.acquire(300, max_wait=0), 200)
+    held = limiter.acquire(100, max_wait=0)
+    [status] = limiter.statuses()
+    assert (status.state, status.in_flight, status.concurrency) == (KeyState.USABLE, 1, 4)
+    assert (status.requests_left, status.tokens_left) == (8, 700)
+    clock.advance(60)
+    [status] = limiter.statuses()
+    assert (status.requests_left, status.tokens_left) == (10, 1_000)
+    limiter.release(held, 100)
 
 
 def test_call_goes_to_the_key_with_the_most_headroom() -> None:

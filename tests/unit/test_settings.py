@@ -25,6 +25,7 @@ from orchestrator.errors import ConfigError
         ("ORCH_DATABASE_URL", "mysql://x@y/z", "expected a URL like postgresql+psycopg://"),
         ("ORCH_STATE_REDIS_URLS", "redis://a:1/0,b:2", "expected a URL like redis://"),
         ("ORCH_LLM_MAX_WAIT", "0", "positive number of seconds"),
+        ("ORCH_LLM_KEY_COOLOFF", "-1", "positive number of seconds"),
     ],
 )
 def test_bad_setting_names_the_variable(
@@ -100,6 +101,7 @@ EVERY_FIELD_CHANGED: dict[str, Any] = {
     "llm_timeout": 12.5,
     "llm_max_wait": 30.25,
     "llm_retry_budget": 2,
+    "llm_key_cooloff": 42.5,
     "llm_fallback_base_url": "https://fallback.example/v1",
     "llm_fallback_api_keys": [SecretStr("fb-one")],
     "llm_fallback_model": "other-model",

@@ -1,13 +1,16 @@
 -- Fleet-wide LLM admission for one provider pool, in arrival order.
 -- KEYS: 1 waiters (zset ticket->waiter), 2 alive (hash waiter->deadline ms),
---       3 ticket counter, 4 revoked (set of key ids), then 5 per API key:
+--       3 ticket counter, 4 keys out of rotation (hash key id ->
+--       "status|first ms|last ms|probe at ms|strikes"), then 6 per API key:
 --       leases (zset lease->expiry ms), requests (zset lease->start ms),
---       tokens (hash lease->tokens), token sum (string), cooldown (string: until ms).
+--       tokens (hash lease->tokens), token sum (string), cooldown (string: until ms),
+--       probe lease (string: the probing lease's id, expiring with it).
 -- ARGV: 1 waiter id, 2 lease id, 3 tokens wanted, 4 lease ms, 5 waiter ttl ms,
 --       6 number of API keys, then per key: id, rpm, tpm, concurrency; last: the wake
 --       list prefix (a waiter blocks on prefix .. waiter id).
--- Returns {"granted", key index (1-based), now_ms} | {"wait", ms until capacity could
--- exist (0: unknown, a release will wake us)} | {"nokeys"} | {"toolarge", largest tpm}.
+-- Returns {"granted", key index (1-based), now_ms, "1" when this call probes a key out of
+-- rotation else "0"} | {"wait", ms until capacity could exist (0: unknown, a release will
+-- wake us)} | {"nokeys", ms until the first probe may go} | {"toolarge", largest tpm}.
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local waiter, lease, wanted = ARGV[1], ARGV[2], tonumber(ARGV[3])
@@ -34,17 +37,42 @@ if head ~= waiter then
   return {"wait", "0"}
 end
 
+local PARTS = 6
 local best, best_room = nil, -1
+local probe_pick = nil
 local soonest = nil
+local next_probe = nil
 local usable, largest_tpm = 0, 0
 for i = 1, nkeys do
-  local base = 4 + (i - 1) * 5
-  local leases, reqs, toks, toksum, cool =
-    KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4], KEYS[base + 5]
+  local base = 4 + (i - 1) * PARTS
+  local leases, reqs, toks, toksum, cool, probe =
+    KEYS[base + 1], KEYS[base + 2], KEYS[base + 3], KEYS[base + 4], KEYS[base + 5],
+    KEYS[base + 6]
   local a = 6 + (i - 1) * 4
   local id, rpm, tpm, conc = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
     tonumber(ARGV[a + 4])
-  if redis.call("SISMEMBER", KEYS[4], id) == 0 then
+  -- A key out of rotation is cooling off, or due: then exactly one call probes it.
+  local considered, due = true, false
+  local out = redis.call("HGET", KEYS[4], id)
+  if out then
+    local probe_at = tonumber(string.match(out, "^%d+|%d+|%d+|(%d+)|"))
+    if probe_at > now then
+      considered = false
+      if not next_probe or probe_at - now < next_probe then next_probe = probe_at - now end
+    else
+      local probe_ttl = redis.call("PTTL", probe)
+      if probe_ttl ~= -2 then
+        -- Its probe is in flight: the outcome decides, and wakes the line.
+        considered = false
+        usable = usable + 1
+        if tpm > largest_tpm then largest_tpm = tpm end
+        if probe_ttl > 0 and (not soonest or probe_ttl < soonest) then soonest = probe_ttl end
+      else
+        due = true
+      end
+    end
+  end
+  if considered then
     usable = usable + 1
     if tpm > largest_tpm then largest_tpm = tpm end
     local wait = nil
@@ -67,7 +95,12 @@ for i = 1, nkeys do
       if active < conc and recent < rpm and used + wanted <= tpm then
         local room = math.min((conc - active) / conc, (rpm - recent) / rpm,
                               (tpm - used - wanted) / tpm)
-        if room > best_room then best, best_room = i, room end
+        -- A due key is probed before any other is used: it comes back as soon as it can.
+        if due then
+          if not probe_pick then probe_pick = i end
+        elseif room > best_room then
+          best, best_room = i, room
+        end
       else
         if recent >= rpm then
           local oldest = redis.call("ZRANGE", reqs, 0, 0, "WITHSCORES")
@@ -93,18 +126,25 @@ for i = 1, nkeys do
   end
 end
 
-if usable == 0 then return {"nokeys"} end
+if usable == 0 then return {"nokeys", tostring(next_probe or 0)} end
 if wanted > largest_tpm then return {"toolarge", tostring(largest_tpm)} end
+local probing = "0"
+if probe_pick then
+  best, probing = probe_pick, "1"
+end
 if not best then
+  -- A key whose cool-off ends first may be probed then: look again at that time.
+  if next_probe and (not soonest or next_probe < soonest) then soonest = next_probe end
   return {"wait", tostring(soonest or 0)}
 end
 
-local base = 4 + (best - 1) * 5
+local base = 4 + (best - 1) * PARTS
 redis.call("ZADD", KEYS[base + 1], now + lease_ms, lease)
 redis.call("ZADD", KEYS[base + 2], now, lease)
 redis.call("HSET", KEYS[base + 3], lease, wanted)
 redis.call("INCRBY", KEYS[base + 4], wanted)
 for k = 1, 5 do redis.call("PEXPIRE", KEYS[base + k], WINDOW * 2 + lease_ms) end
+if probing == "1" then redis.call("SET", KEYS[base + 6], lease, "PX", lease_ms) end
 redis.call("ZREM", KEYS[1], waiter)
 redis.call("HDEL", KEYS[2], waiter)
 -- The next in line may fit too (another key, or room left on this one): let it look.
@@ -114,4 +154,4 @@ if next_waiter then
   redis.call("LPUSH", wake, "1")
   redis.call("PEXPIRE", wake, 10000)
 end
-return {"granted", tostring(best), tostring(now)}
+return {"granted", tostring(best), tostring(now), probing}

@@ -1,5 +1,6 @@
 -- End a lease and settle its tokens to what the provider reported; wake the next waiter.
--- KEYS: 1 leases, 2 tokens (hash), 3 token sum, 4 waiters, 5 wake prefix (string prefix)
+-- KEYS: 1 leases, 2 tokens (hash), 3 token sum, 4 waiters, 5 wake prefix (string prefix),
+--       6 the key's probe lease
 -- ARGV: 1 lease id, 2 actual tokens (-1: keep the reservation)
 redis.call("ZREM", KEYS[1], ARGV[1])
 local actual = tonumber(ARGV[2])
@@ -11,6 +12,9 @@ if actual >= 0 then
     redis.call("INCRBY", KEYS[3], actual - tonumber(reserved))
   end
 end
+-- A probe that neither brought its key back nor sent it back (a 429, a 5xx): the key
+-- stays due, and the next call in line probes it.
+if redis.call("GET", KEYS[6]) == ARGV[1] then redis.call("DEL", KEYS[6]) end
 local head = redis.call("ZRANGE", KEYS[4], 0, 0)
 if head[1] then
   local wake = KEYS[5] .. head[1]
