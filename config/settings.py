@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from config.masking import mask_text
+
 ENV_PREFIX = "ORCH_"
 # Where `orchestrator up` / `demo` run the built-in simulators when no URL is configured.
 SIMULATED_LLM_URL = "http://127.0.0.1:8900/v1"
@@ -35,12 +37,38 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
+# What a URL of each kind looks like, for error messages.
+_URL_EXAMPLES = {
+    "redis": "redis://host:6379/0",
+    "postgresql+psycopg": "postgresql+psycopg://user@host:5432/db",
+    "http": "http://host/v1",
+}
+
+
 def _check_url(value: str | None, schemes: tuple[str, ...]) -> str | None:
+    """``value`` if it is a URL of one of ``schemes``; the error never repeats the value,
+    which may hold a password: it names what is wrong (the scheme, a missing host)."""
     if value is None or value == "":
         return None
-    parts = urlsplit(value)
-    if parts.scheme not in schemes or not parts.netloc:
-        raise ValueError(f"expected a URL like {schemes[0]}://host:port/..., got {value!r}")
+    example = _URL_EXAMPLES.get(schemes[0], f"{schemes[0]}://host")
+    if "://" not in value:
+        raise ValueError(f"expected a URL like {example}, got a value without "
+                         "scheme:// (not shown: it may hold a password)")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - a port that is not a number fails here
+    except ValueError:
+        # urlsplit's own message may quote part of the value (a "port" cut out of a
+        # password holding a "/"): say where to look instead.
+        raise ValueError(f"expected a URL like {example}, got one that does not parse: "
+                         "check the port and any [ ] (the value is not shown: it may "
+                         "hold a password)") from None
+    if parts.scheme not in schemes:
+        scheme = repr(parts.scheme) if parts.scheme.isascii() else "an unknown one"
+        raise ValueError(f"expected a URL like {example} (scheme {' or '.join(schemes)}), "
+                         f"got scheme {scheme}")
+    if not parts.netloc:
+        raise ValueError(f"expected a URL like {example}, got one without a host")
     return value
 
 
@@ -307,5 +335,11 @@ def load_settings(**overrides: Any) -> Settings:
         else:  # a check across fields names its variable in the message
             named = re.search(r"ORCH_[A-Z_]+", error["msg"])
             variable = named.group(0) if named else ENV_PREFIX + "*"
-        raise InvalidSettings(variable, error["msg"]) from None
+        raise InvalidSettings(variable, _message(error["msg"])) from None
+
+
+def _message(text: str) -> str:
+    """A validation message as people read it: without pydantic's "Value error, "
+    prefix, and with any URL password masked (a safety net: no check repeats one)."""
+    return mask_text(text.removeprefix("Value error, "))
 

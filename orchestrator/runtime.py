@@ -13,12 +13,22 @@ socket is ever shared between processes.
 from __future__ import annotations
 
 import os
+import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from config import InvalidSettings, Settings, build_celery_config, load_settings
-from orchestrator.errors import ConfigError
+from config.masking import mask_text
+from orchestrator.errors import (
+    ConfigError,
+    OrchestratorError,
+    ServiceMisconfigured,
+    ServiceUnavailable,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -163,3 +173,185 @@ def _forget_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+# The settings that hold service addresses, as the environment names them.
+REDIS_VARIABLE = "ORCH_REDIS_URL"
+DATABASE_VARIABLE = "ORCH_DATABASE_URL"
+SHARDS_VARIABLE = "ORCH_STATE_REDIS_URLS"
+
+# What a driver's message says, what that means (None: an outage), and what to check.
+# Checked in order; the first fragment found wins.
+_POSTGRES_CAUSES: tuple[tuple[str, str, str | None], ...] = (
+    ("password authentication failed", "refused the login (password authentication "
+     "failed)", "check the user and password in the URL"),
+    ("no password supplied", "wants a password", "put it in the URL, after the user "
+     "name's ':' and before the '@'"),
+    ("pg_hba.conf", "refused this host, user or database (pg_hba.conf)",
+     "check the user and database in the URL, or the server's pg_hba.conf"),
+    ("failed to resolve host", "has a host name that does not resolve",
+     "check the host in the URL"),
+    ("could not translate host name", "has a host name that does not resolve",
+     "check the host in the URL"),
+    ("connection refused", "refused the connection (connection refused)", None),
+    ("timeout expired", "did not answer in time (timed out)", None),
+    ("timed out", "did not answer in time (timed out)", None),
+    ("starting up", "is starting up", None),
+    ("shutting down", "is shutting down", None),
+    ("recovery mode", "is in recovery", None),
+    ("too many", "has no connection slot left (too many connections)", None),
+    ("connection slots", "has no connection slot left (too many connections)", None),
+    ("closed the connection", "closed the connection", None),
+    ("terminating connection", "closed the connection", None),
+    ("connection is closed", "closed the connection", None),
+)
+_MISSING = re.compile(r'(database|role) "([^"]*)" does not exist')
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then its causes and contexts (drivers and kombu wrap each other)."""
+    seen: set[int] = set()
+    found: BaseException | None = exc
+    while found is not None and id(found) not in seen and len(seen) < 20:
+        seen.add(id(found))
+        yield found
+        found = found.__cause__ or found.__context__
+
+
+def _redis_cause(exc: BaseException) -> tuple[str, str | None] | None:
+    """(what happened, what to check; None for an outage) for a Redis client error that
+    is about reaching the server, else None."""
+    import redis.exceptions as rex
+
+    text = str(exc)
+    lowered = text.lower()
+    if isinstance(exc, rex.AuthenticationError) or any(
+            word in text for word in ("NOAUTH", "WRONGPASS", "HELLO must be called")):
+        if "no password is set" in lowered or "without any password" in lowered:
+            return ("has no password set but the URL gives one",
+                    "remove the password from the URL")
+        if any(word in lowered for word in ("hello must be called", "noauth",
+                                            "authentication required")):
+            return ("wants a password", "put it in the URL, after the user name's ':' "
+                    "and before the '@'")
+        return "refused the password", "check the password in the URL"
+    if "db index is out of range" in lowered:
+        return "has no such database number", "check the /N at the end of the URL"
+    if isinstance(exc, rex.BusyLoadingError):
+        return "is loading its data", None
+    if isinstance(exc, rex.TimeoutError):
+        return "did not answer in time (timed out)", None
+    if isinstance(exc, rex.ConnectionError):
+        if "name or service not known" in lowered or "name resolution" in lowered:
+            return "has a host name that does not resolve", "check the host in the URL"
+        if "refused" in lowered:
+            return "refused the connection (connection refused)", None
+        return "could not be reached (connection lost)", None
+    return None
+
+
+def _postgres_cause(exc: BaseException) -> tuple[str, str | None] | None:
+    import psycopg
+    import sqlalchemy.exc as sqlexc
+
+    orig = exc.orig if isinstance(exc, sqlexc.DBAPIError) else exc
+    if isinstance(orig, psycopg.errors.UndefinedTable):
+        return ("has no orchestrator tables",
+                "run `orchestrator db upgrade` against it, or check the database name")
+    if not isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError) or isinstance(
+            orig, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
+        return None
+    text = str(orig)
+    missing = _MISSING.search(text)
+    if missing:
+        return (f"has no {missing.group(1)} {missing.group(2)!r}",
+                f"create it, or fix the {missing.group(1)} name in the URL")
+    lowered = text.lower()
+    for fragment, what, check in _POSTGRES_CAUSES:
+        if fragment in lowered:
+            return what, check
+    detail = mask_text(text.strip().splitlines()[0] if text.strip() else type(orig).__name__)
+    return f"could not be reached ({detail[-160:]})", None
+
+
+def _address(url: str) -> tuple[str, int | None]:
+    try:
+        parts = urlsplit(url)
+        return parts.hostname or "", parts.port
+    except ValueError:
+        return "", None
+
+
+def _redis_setting(settings: Settings, exc: BaseException) -> tuple[str, str]:
+    """Which Redis setting a client error came from: a memory-layer shard when the
+    error names one's address (and it is not the broker's), else the broker."""
+    broker = settings.redis_url or ""
+    text = str(exc)
+    for url in settings.state_redis_urls:
+        host, port = _address(url)
+        if host and (host, port) != _address(broker) and f"{host}:{port or 6379}" in text:
+            return SHARDS_VARIABLE, url
+    return REDIS_VARIABLE, broker
+
+
+def service_failure(exc: BaseException, *, variable: str | None = None,
+                    url: str | None = None) -> OrchestratorError | None:
+    """The orchestrator error for ``exc`` when it is a failure to reach Redis or
+    PostgreSQL (``exc`` or any error it wraps); None for any other error.
+
+    An outage (refused, timed out, connection lost) becomes :class:`ServiceUnavailable`,
+    a reason in the configuration (credentials refused, unknown host, no such database,
+    no tables) :class:`ServiceMisconfigured`. Either message is one line naming the
+    variable (``variable``, else the setting the driver points to), the address (``url``,
+    else that setting's value) with its password masked, and what to check.
+    """
+    try:
+        settings: Settings | None = current().settings
+    except OrchestratorError:
+        settings = None
+    for found in _chain(exc):
+        cause = _redis_cause(found)
+        service = "Redis"
+        if cause is None:
+            cause = _postgres_cause(found)
+            service = "PostgreSQL"
+        if cause is None:
+            continue
+        name, address = variable, url
+        if name is None:
+            if service == "PostgreSQL":
+                name = DATABASE_VARIABLE
+            elif settings is not None:
+                name, address = _redis_setting(settings, found)
+            else:
+                name = REDIS_VARIABLE
+        if address is None and settings is not None:
+            address = {REDIS_VARIABLE: settings.redis_url,
+                       DATABASE_VARIABLE: settings.database_url,
+                       SHARDS_VARIABLE: ",".join(settings.state_redis_urls)}.get(name)
+        shown = mask_text(address) if address else "(not set)"
+        what, check = cause
+        if check is None:
+            return ServiceUnavailable(
+                f"{name}: {service} at {shown} {what}: check that it is running and "
+                f"reachable from here, or point {name} at one that is",
+                variable=name, address=shown)
+        return ServiceMisconfigured(f"{name}: {service} at {shown} {what}: {check}",
+                                    variable=name, address=shown)
+    return None
+
+
+@contextmanager
+def reaching(variable: str | None = None, url: str | None = None) -> Iterator[None]:
+    """Turn a failure to reach Redis or PostgreSQL inside the block into
+    :class:`ServiceUnavailable` or :class:`ServiceMisconfigured` (see
+    :func:`service_failure`); every other error passes unchanged."""
+    try:
+        yield
+    except OrchestratorError:
+        raise
+    except Exception as exc:
+        failure = service_failure(exc, variable=variable, url=url)
+        if failure is None:
+            raise
+        raise failure from exc

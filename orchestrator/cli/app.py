@@ -20,6 +20,7 @@ import sys
 
 import typer
 
+from orchestrator import runtime
 from orchestrator.cli import (
     dlq,
     fleet,
@@ -52,13 +53,23 @@ app.add_typer(state.app, name="state", rich_help_panel=incidents.PANEL)
 
 
 def main() -> None:
-    """Entry point: run the app, turning orchestrator errors into messages and exit codes."""
+    """Entry point: run the app, turning orchestrator errors into messages and exit codes.
+
+    A command that fails to reach Redis or PostgreSQL prints one line naming the
+    variable (exit 1 for an outage, 2 for a reason in the configuration), not the
+    driver's traceback.
+    """
     try:
         app()
     except OrchestratorError as exc:
         sys.exit(output.error(exc))
     except KeyboardInterrupt:
         sys.exit(output.EXIT_INTERRUPTED)
+    except Exception as exc:
+        failure = runtime.service_failure(exc)
+        if failure is None:
+            raise
+        sys.exit(output.error(failure))
 
 
 if __name__ == "__main__":

@@ -16,11 +16,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from orchestrator.errors import Backpressure, OrchestratorError
+from config.masking import mask_text
+from orchestrator.errors import Backpressure, OrchestratorError, ServiceUnavailable
 from orchestrator.invocation import Invocation
 
 # Exit codes (see ../shared/DESIGN.md, "Exit codes").
-EXIT_FAILED = 1  # the work itself failed (an invocation failed or was lost)
+EXIT_FAILED = 1  # the work failed (an invocation failed or was lost, a service is down)
 EXIT_BAD_INPUT = 2  # bad input or configuration; the message says what and how to fix it
 EXIT_BACKPRESSURE = 3  # refused for now; retry after the printed number of seconds
 EXIT_TIMEOUT = 4  # timed out waiting; the work goes on (the invocation's id is printed)
@@ -38,14 +39,16 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
 
 
 def error(exc: OrchestratorError) -> int:
-    """Print what went wrong on stderr; returns the exit code: backpressure (3, with its
-    ``retry-after`` line) or bad input or configuration (2)."""
+    """Print what went wrong on stderr (one line, any URL's password masked); returns the
+    exit code: backpressure (3, with its ``retry-after`` line), a service out of reach at
+    run time (1), or bad input or configuration (2)."""
+    message = escape(mask_text(str(exc)))
     if isinstance(exc, Backpressure):
-        err.print(f"[bold yellow]backpressure:[/] {escape(str(exc))}", highlight=False)
+        err.print(f"[bold yellow]backpressure:[/] {message}", highlight=False)
         err.print(f"retry-after: {exc.retry_after:.1f}", highlight=False)
         return EXIT_BACKPRESSURE
-    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-    return EXIT_BAD_INPUT
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return EXIT_FAILED if isinstance(exc, ServiceUnavailable) else EXIT_BAD_INPUT
 
 
 def done(message: str) -> None:

@@ -7,20 +7,11 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from config import Settings
+from config.masking import mask_url
 from orchestrator.devstack.servers.postgres_server import EmbeddedPostgres
 from orchestrator.devstack.servers.redis_server import EmbeddedRedis
-
-
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``, fit for printing."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass(frozen=True)
@@ -40,9 +31,9 @@ class ServiceInfo:
         """One line for people, e.g. ``Redis (embedded, pid 42) at redis://...``;
         passwords are hidden."""
         if not self.embedded:
-            return f"{self.name} (configured) at {redact(self.url)}"
+            return f"{self.name} (configured) at {mask_url(self.url)}"
         took = f", started in {self.started_in:.2f}s" if self.started_in is not None else ""
-        return (f"{self.name} (embedded, pid {self.pid}{took}) at {self.url}; "
+        return (f"{self.name} (embedded, pid {self.pid}{took}) at {mask_url(self.url)}; "
                 f"data {self.data_dir}, log {self.log_path}")
 
 
