@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -148,6 +148,10 @@ class Settings(BaseSettings):
     reconcile_max_redispatches: int = Field(
         default=3, description="re-dispatches of one stalled invocation before it fails")
 
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="worker and long-running commands' log lines: text, or "
+                                    "json (one object a line)")
+
     agents_concurrency: int = 2
     llm_worker_concurrency: int = 32
     tools_worker_concurrency: int = 16
@@ -172,6 +176,11 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("redis_url")
     @classmethod

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Task
+from celery import Task, signals
 
-from orchestrator import subsystems
+from config.celery import STEP_TASKS
+from orchestrator import logs, subsystems
 from orchestrator.errors import InvocationCancelled, RetryLater, StepFailed
 from orchestrator.execution.runner import Delivery, backoff
 
@@ -43,6 +44,33 @@ def deliver(task: Task, context: dict[str, Any], index: int,
         raise _retry(task, {**kwargs, "unexpected": unexpected}, backoff(unexpected),
                      attempts=delivery.attempts,
                      held_since_ms=delivery.held_since_ms) from exc
+
+
+# Every log line of a step delivery names it (orchestrator.logs): set from Celery's
+# prerun to its postrun, so Celery's own lines of the task (succeeded, retry, raised)
+# carry the names too. Each pool thread has its own context.
+_STEP_TASK_NAMES = frozenset(STEP_TASKS.values())
+
+
+@signals.task_prerun.connect
+def _name_the_step(task: Task, args: tuple[Any, ...] = (), **_: Any) -> None:
+    if task.name not in _STEP_TASK_NAMES or len(args) < 2 or not isinstance(args[0], dict):
+        return
+    context, index = args[0], args[1]
+    workflow = context.get("workflow")
+    try:
+        step = subsystems.current().runner.workflows.get(str(workflow)).step_at(index).name
+    except Exception:  # an unknown workflow: the runner reports it, in a line of its own
+        step = f"#{index}"
+    logs.enter_step(logs.StepLogContext(
+        invocation_id=context.get("invocation_id"), workflow=workflow, step=step,
+        queue=(task.request.delivery_info or {}).get("routing_key"),
+        task_id=task.request.id))
+
+
+@signals.task_postrun.connect
+def _step_done(**_: Any) -> None:
+    logs.leave_step()
 
 
 def _retry(task: Task, kwargs: dict[str, Any], countdown: float, *, attempts: int,

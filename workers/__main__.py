@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> None:
     args, passthrough = parser.parse_known_args(argv)
     try:
         queues = [q.strip() for q in args.queues.split(",") if q.strip()]
-        profile = for_queues(load_settings(), queues, pool=args.pool,
-                             concurrency=args.concurrency)
+        settings = load_settings()
+        profile = for_queues(settings, queues, pool=args.pool, concurrency=args.concurrency)
     except InvalidSettings as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
@@ -41,6 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     hostname = args.hostname or f"{profile.name}-{os.getpid()}@%h"
     command = [sys.executable, "-m", "celery",
                *profile.argv(hostname=hostname, loglevel=args.loglevel), *passthrough]
+    if settings.log_format == "json":
+        command.insert(3, "--quiet")  # one JSON object a line: no start banner (printed)
     # Exec, so signals (Ctrl-C, SIGTERM for a warm shutdown) reach Celery directly.
     os.execv(sys.executable, command)
 

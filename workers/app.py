@@ -5,12 +5,13 @@ Configured from ``ORCH_*`` through :mod:`config`; imports no service at import t
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery, signals
 
 from config import build_celery_config
-from orchestrator import runtime, subsystems
+from orchestrator import logs, runtime, subsystems
 from orchestrator.errors import ConfigError
 
 _settings = runtime.current().settings
@@ -22,6 +23,12 @@ if not _settings.redis_url:
 
 app = Celery("orchestrator", include=["tasks.steps"])
 app.conf.update(build_celery_config(_settings))
+
+
+@signals.setup_logging.connect
+def _on_setup_logging(loglevel: int | None = None, **_: Any) -> None:
+    # Ours instead of Celery's: each line of a step names it, in ORCH_LOG_FORMAT.
+    logs.configure(_settings.log_format, level=loglevel or logging.INFO)
 
 
 @signals.worker_init.connect

@@ -7,14 +7,14 @@ import signal
 import threading
 from types import FrameType
 
-from orchestrator import subsystems
+from orchestrator import logs, subsystems
 from orchestrator.state.flusher import Flusher
 
 
 def run_flusher(*, batch: int, interval: float, pace: float = 0.0) -> None:
     """One flushing thread per shard; SIGTERM or Ctrl-C stops them after their round."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     sub = subsystems.current()
+    logs.configure(sub.settings.log_format)
     stop = threading.Event()
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:

@@ -8,13 +8,14 @@ import signal
 import threading
 from types import FrameType
 
-from orchestrator import subsystems
+from orchestrator import logs, subsystems
 
 
 def run_reconciler() -> None:
     """Reconcile stalled invocations until SIGTERM or Ctrl-C."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    reconciler = subsystems.current().reconciler()
+    sub = subsystems.current()
+    logs.configure(sub.settings.log_format)
+    reconciler = sub.reconciler()
     stop = threading.Event()
 
     def _stop(_signum: int, _frame: FrameType | None) -> None:
