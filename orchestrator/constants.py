@@ -76,3 +76,18 @@ RECONCILER_LEADER = PREFIX + "reconciler"
 METRIC_COUNTERS = PREFIX + "metrics:counters"  # hash: counter name -> value
 METRIC_SAMPLES = PREFIX + "metrics:samples:{name}"  # list of recent float samples
 METRIC_SAMPLES_KEPT = 2000
+
+# Queue control (`orchestrator pause|drain|resume|purge`).
+# Paused queues (hash: queue -> JSON {by, at, reason}). Every worker reads it about once a
+# second and stops or restarts consuming the queues of its own profile, so a pause holds
+# for workers started or restarted later. No expiry: it lasts until `orchestrator resume`.
+QUEUE_PAUSES = PREFIX + "paused"
+# When each queue was last resumed (hash: queue -> Redis-time ms): the reconciler counts
+# a resumed queue's idle time from then, not from before the pause.
+QUEUE_RESUMED = PREFIX + "resumed"
+# Messages `drain --park` set aside (a list, oldest at the right like the queue itself);
+# `resume` puts them back ahead of newer ones. No expiry: each is an invocation.
+QUEUE_PARKED = PREFIX + "parked:{queue}"
+# Messages `purge` took out of a queue, kept until their invocations are cancelled, so a
+# purge interrupted half-way is finished by the next one and no invocation is lost.
+QUEUE_PURGING = PREFIX + "purging:{queue}"

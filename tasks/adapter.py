@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from celery import Task, signals
@@ -10,7 +11,8 @@ from celery import Task, signals
 from config.celery import STEP_TASKS
 from orchestrator import logs, subsystems
 from orchestrator.errors import InvocationCancelled, RetryLater, StepFailed
-from orchestrator.execution.runner import Delivery, backoff
+from orchestrator.execution.runner import Delivery, backoff, recorded
+from tasks.result import StepResult, summarize
 
 log = logging.getLogger(__name__)
 
@@ -20,16 +22,20 @@ MAX_UNEXPECTED = 20
 
 
 def deliver(task: Task, context: dict[str, Any], index: int,
-            kwargs: dict[str, Any]) -> dict[str, Any]:
+            kwargs: dict[str, Any]) -> StepResult:
     """Run one step delivery with this process's runner; a ``RetryLater`` becomes a Celery
     retry with its countdown and the runner's count of attempts in the message.
 
+    Returns the context for the next step as a :class:`~tasks.result.StepResult`: Celery
+    shows its summary (step, status, duration, tokens), never the context.
     The tasks declare unlimited Celery retries (``max_retries=None`` on the decorator):
     the runner alone bounds them.
     """
     delivery = Delivery.from_kwargs(kwargs)
+    started = time.monotonic()
+    recorded.set(None)
     try:
-        return subsystems.current().runner.run(context, index, delivery)
+        passed_on = subsystems.current().runner.run(context, index, delivery)
     except RetryLater as exc:
         raise _retry(task, kwargs, exc.countdown, attempts=exc.attempts,
                      held_since_ms=exc.held_since_ms) from exc
@@ -44,6 +50,10 @@ def deliver(task: Task, context: dict[str, Any], index: int,
         raise _retry(task, {**kwargs, "unexpected": unexpected}, backoff(unexpected),
                      attempts=delivery.attempts,
                      held_since_ms=delivery.held_since_ms) from exc
+    label = task.request.argsrepr or (f"step {index + 1} of {context.get('workflow')} "
+                                      f"{context.get('invocation_id')}")
+    return StepResult(passed_on, summarize(label, recorded.get(),
+                                           time.monotonic() - started))
 
 
 # Every log line of a step delivery names it (orchestrator.logs): set from Celery's

@@ -13,6 +13,7 @@ from celery import Celery, signals
 from config import build_celery_config
 from orchestrator import logs, runtime, subsystems
 from orchestrator.errors import ConfigError
+from workers.pause import QueuePauses
 
 _settings = runtime.current().settings
 if not _settings.redis_url:
@@ -23,6 +24,9 @@ if not _settings.redis_url:
 
 app = Celery("orchestrator", include=["tasks.steps"])
 app.conf.update(build_celery_config(_settings))
+# Every worker follows the fleet's paused queues (`orchestrator pause`), for its own
+# queues only: see workers/pause.py.
+app.steps["consumer"].add(QueuePauses)
 
 
 @signals.setup_logging.connect

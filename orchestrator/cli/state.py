@@ -27,6 +27,15 @@ def reshard(
     except InvalidSettings as exc:
         raise fail(f"--to: {exc.message}") from None
     try:
+        # Every shard answers before anything moves; an error names where it came from.
+        current = (runtime.SHARDS_VARIABLE if sub.settings.state_redis_urls
+                   else runtime.REDIS_VARIABLE)
+        for shard in sub.runtime.state_shards:
+            with runtime.reaching(current, shard.url):
+                shard.client.ping()
+        for shard in target.state_shards:
+            with runtime.reaching("--to", shard.url):
+                shard.client.ping()
         report = move(sub.runtime.state_shards, target.state_shards, sub.state_rows,
                       owner=sub.identity.owner())
     finally:

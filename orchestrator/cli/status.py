@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
+
 from orchestrator import subsystems
 from orchestrator.cli.output import out, table
 from orchestrator.ops.fleet_status import fleet_status
+from orchestrator.ops.queues import Pause
 
 
 def show_status(*, as_json: bool) -> None:
@@ -12,12 +15,21 @@ def show_status(*, as_json: bool) -> None:
     if as_json:
         out.print_json(data=status.as_json())
         return
-    out.print(table("queues", ["queue", "depth"],
-                    [(name, str(depth)) for name, depth in status.queues.items()],
-                    right=["depth"]))
+    out.print(table("queues", ["queue", "depth", "paused", "parked", "consumers"],
+                    [(q.queue, str(q.depth), _paused(q.pause), str(q.parked),
+                      str(len(q.consumers)) if q.consumers else "[red]none[/]")
+                     for q in status.queues],
+                    right=["depth", "parked", "consumers"]))
     out.print(table("invocations", ["status", "count"],
                     [(name, str(count)) for name, count in sorted(status.invocations.items())],
                     right=["count"]))
     out.print(f"workers online: {len(status.workers)}")
     for name in status.workers:
         out.print(f"  {name}")
+
+
+def _paused(pause: Pause | None) -> str:
+    if pause is None:
+        return "no"
+    why = f": {escape(pause.reason)}" if pause.reason else ""
+    return f"[yellow]paused[/] by {escape(pause.by)} at {pause.at:%Y-%m-%d %H:%M:%S}Z{why}"

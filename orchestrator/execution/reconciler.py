@@ -15,8 +15,9 @@ next queue needs to drain to it, at the measured rate). A stalled invocation is:
 - re-dispatched from its first unfinished step, with the outputs of the steps before it,
   at most ``ORCH_RECONCILE_MAX_REDISPATCHES`` times;
 - then failed, with the reason.
-Invocations whose next queue holds messages but drains nothing (no consumer, a paused
-queue) are waiting, not stalled: re-sending would not run them sooner.
+Invocations whose next queue holds messages but drains nothing (no consumer), or that an
+operator holds (a paused queue, messages parked by ``drain --park``), are waiting, not
+stalled: re-sending would not run them sooner.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ from dataclasses import dataclass, field
 import redis
 from celery import Celery
 
-from orchestrator.constants import RECONCILER_LEADER
+from orchestrator.constants import (
+    QUEUE_PARKED,
+    QUEUE_PAUSES,
+    QUEUE_RESUMED,
+    RECONCILER_LEADER,
+)
 from orchestrator.errors import UnknownWorkflow
 from orchestrator.execution.admission import drain_rate
 from orchestrator.execution.claims import Progress, RedisStepClaims
@@ -165,10 +171,24 @@ class Reconciler:
         report.redispatched.append(invocation.id)
 
     def _due(self, queue: str, idle_ms: int) -> bool:
-        """Whether the next step's queue should have reached the invocation by now."""
-        depth = int(self.client.llen(queue))
+        """Whether the next step's queue should have reached the invocation by now.
+
+        Not while an operator holds the queue (paused, or messages parked by `drain
+        --park`): the invocation waits on them. After a resume, idle time counts from it.
+        """
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.hexists(QUEUE_PAUSES, queue)
+            pipe.llen(QUEUE_PARKED.format(queue=queue))
+            pipe.hget(QUEUE_RESUMED, queue)
+            pipe.llen(queue)
+            pipe.time()
+            paused, parked, resumed, depth, now = pipe.execute()
+        if paused or parked:
+            return False
+        if resumed is not None:
+            idle_ms = min(idle_ms, now[0] * 1000 + now[1] // 1000 - int(resumed))
         if depth == 0:
-            return True
+            return idle_ms >= self.stall_ms
         rate = drain_rate(self.client, queue)
         if rate <= 0:
             return False  # waiting on a queue nothing drains: re-sending would not help

@@ -27,6 +27,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -57,6 +58,11 @@ log = logging.getLogger(__name__)
 
 Context = dict[str, Any]
 T = TypeVar("T")
+
+# The record of the step this thread's delivery ran to its end, for the task adapter's
+# summary (Celery shows it instead of the context); None when the delivery recorded none.
+recorded: ContextVar[dict[str, Any] | None] = ContextVar("orchestrator_step_recorded",
+                                                         default=None)
 
 
 class InvocationEnds(Protocol):
@@ -452,4 +458,5 @@ class StepRunner:
             log.error("invocation %s failed: %s", invocation_id, error)
             raise StepFailed(error) from exc
         standing = record(StepStatus.DONE, outcome, None)
+        recorded.set(standing)
         return with_output(context, step.name, standing["output"])
