@@ -120,13 +120,15 @@ def purge(
 ) -> None:
     """Count QUEUE's waiting messages; --yes removes them, cancelling their invocations.
 
-    Each invocation becomes `cancelled`, "purged from queue QUEUE by user@host".
+    Parked messages count as waiting. Each invocation becomes `cancelled`, "purged from
+    queue QUEUE by user@host".
     """
     control = _control()
     waiting = control.purge_count(queue)
     if not yes:
-        out.print(f"queue {escape(queue)}: {waiting} waiting messages would be purged and "
-                  "their invocations cancelled; run again with --yes to do it")
+        out.print(f"queue {escape(queue)}: {waiting} waiting messages (parked ones "
+                  "included) would be purged and their invocations cancelled; run again "
+                  "with --yes to do it")
         return
     purged = control.purge(queue, by=_operator())
     done(f"queue {queue}: {purged.messages} messages purged, "

@@ -12,8 +12,9 @@
   to a parking list, so a broken step can be fixed and redeployed before they run.
 - **resume**: parked messages go back ahead of the newer ones, in their order, and the
   pause is lifted, atomically.
-- **purge**: the waiting messages leave the queue atomically and every invocation among
-  them is cancelled with the reason; a purge interrupted half-way is finished by the next.
+- **purge**: the waiting messages (parked ones included) leave the queue atomically and
+  every invocation among them is cancelled with the reason; a purge interrupted half-way
+  is finished by the next.
 
 Kombu's Redis transport keeps a queue as a list (LPUSH to publish, BRPOP to take: the
 oldest message is at the right), messages of priority above 0 in lists of their own
@@ -347,14 +348,16 @@ class QueueControl:
     # -- purge -----------------------------------------------------------------------
 
     def purge_count(self, queue: str) -> int:
-        """What a purge of ``queue`` would take now: its waiting messages, plus those a
-        purge interrupted before left to finish."""
+        """What a purge of ``queue`` would take now: its waiting and parked messages, plus
+        those a purge interrupted before left to finish."""
         known_queue(queue)
-        return self.depth(queue) + int(self.client.llen(QUEUE_PURGING.format(queue=queue)))
+        return (self.depth(queue) + self.parked(queue)
+                + int(self.client.llen(QUEUE_PURGING.format(queue=queue))))
 
     def purge(self, queue: str, *, by: str, cancel: Canceller | None = None) -> Purged:
-        """Take every waiting message out of ``queue`` at once, then cancel each
-        invocation among them with the reason "purged from queue Q by user@host".
+        """Take every waiting message out of ``queue`` at once (parked ones too), then
+        cancel each invocation among them with the reason "purged from queue Q by
+        user@host".
 
         A message leaves the purge's own list only once its invocation is cancelled, so
         a purge that stops half-way (a crash, PostgreSQL away) is finished by the next
@@ -366,7 +369,7 @@ class QueueControl:
 
             cancel = cancel_invocation
         purging = QUEUE_PURGING.format(queue=queue)
-        self._move(keys=[*queue_lists(queue), purging])
+        self._move(keys=[*queue_lists(queue), QUEUE_PARKED.format(queue=queue), purging])
         reason = f"purged from queue {queue} by {by}"
         cancelled: list[str] = []
         ended: list[str] = []

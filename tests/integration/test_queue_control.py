@@ -202,3 +202,37 @@ def test_resume_does_not_make_a_worker_of_another_profile_consume_the_queue(
     assert consumers.get("tools") == [tools.node_name]
     assert consumers.get("agents") == [agents.node_name]
     assert "llm" not in consumers
+
+
+@pytest.mark.timeout(120)
+def test_purge_after_drain_park_leaves_every_invocation_ended_none_twice(
+    settings: Settings, fleet: Fleet
+) -> None:
+    worker = fleet.start("agents", concurrency=1)
+    tag = uuid.uuid4().hex[:8]
+    ids = _submit(tag, 12, first="sleep", seconds=0.2)
+    assert wait_for(lambda: len(_runs(settings, tag)) >= 3, timeout=30)
+    control = _control()
+    drained = control.drain("agents", by="test@ci", park=True, timeout=60, interval=0.2)
+    assert drained.drained and drained.parked > 0
+    worker.stop()
+
+    purged = control.purge("agents", by="ann@ops-1")
+    assert purged.messages == drained.parked and purged.foreign == 0
+    assert control.parked("agents") == 0 and control.depth("agents") == 0
+    runs = _runs(settings, tag)
+    statuses = {}
+    for invocation_id in ids:
+        invocation = orchestrator.get(invocation_id)
+        statuses[invocation_id] = invocation.status
+        if invocation.status is InvocationStatus.CANCELLED:
+            assert invocation.error == "purged from queue agents by ann@ops-1"
+            assert f"{invocation_id}:last" not in runs
+        else:
+            assert invocation.status is InvocationStatus.SUCCEEDED
+    assert set(statuses.values()) <= {InvocationStatus.CANCELLED, InvocationStatus.SUCCEEDED}
+    assert sorted(purged.cancelled) == sorted(
+        i for i, s in statuses.items() if s is InvocationStatus.CANCELLED)
+    # Some were cancelled at their second step: the purge read later steps' messages too.
+    assert any(f"{i}:first" in runs for i in purged.cancelled)
+    assert set(runs.values()) == {1}
