@@ -96,8 +96,12 @@ class FleetCollector(Collector):
                                            "429s that slipped past the limiter",
                                            labels=["provider"]),
             "llm_keys_revoked": CounterMetricFamily("orchestrator_llm_key_revocations",
-                                                    "keys taken out of rotation (401/403)",
+                                                    "keys taken out of rotation (401/403, "
+                                                    "a first refusal or a refused probe)",
                                                     labels=["provider"]),
+            "llm_keys_restored": CounterMetricFamily("orchestrator_llm_key_restorations",
+                                                     "keys back in rotation (their probe "
+                                                     "answered)", labels=["provider"]),
             "breaker_transitions": CounterMetricFamily("orchestrator_breaker_transitions",
                                                        "breaker state changes",
                                                        labels=["breaker", "to"]),
@@ -137,7 +141,9 @@ class FleetCollector(Collector):
         leases = GaugeMetricFamily("orchestrator_llm_calls_in_flight",
                                    "calls holding a limiter lease", labels=["provider", "key"])
         revoked = GaugeMetricFamily("orchestrator_llm_keys_revoked",
-                                    "keys out of rotation", labels=["provider"])
+                                    "keys out of rotation now (refused with 401/403: cooling "
+                                    "off or being probed); `orchestrator keys` names them",
+                                    labels=["provider"])
         for name, limiter in self.sub.llm.limiters.items():
             wait.add([name], limiter.wait_samples())
             for key_id, n in limiter.in_flight().items():

@@ -35,19 +35,24 @@ def keys(ctx: typer.Context, as_json: AsJson = False) -> None:
     rows = []
     for s in statuses:
         state = f"[{COLORS.get(s.state.value, 'white')}]{s.state.value}[/]"
-        detail = "-"
+        refused, then = "-", "-"
         if s.out is not None:
-            probe = ("probe in flight" if s.state.value == "probing" else
-                     f"next probe in {s.next_probe_in_s:.0f}s" if s.next_probe_in_s else
-                     "probe due")
-            detail = f"HTTP {s.out.status} at {s.out.last_at} ({s.out.strikes}x); {probe}"
+            refused = f"HTTP {s.out.status} at {s.out.last_at}"
+            if s.out.strikes > 1:
+                refused += f" ({s.out.strikes} in a row)"
+            then = ("probe in flight" if s.state.value == "probing" else
+                    f"probe in {s.next_probe_in_s:.0f}s" if s.next_probe_in_s else "probe due")
         elif s.cooling_s > 0:
-            detail = f"cooling {s.cooling_s:.1f}s"
-        rows.append((s.provider, s.key, state, detail, f"{s.in_flight}/{s.concurrency}",
-                     str(s.requests_left), str(s.tokens_left)))
-    out.print(table("API keys", ["provider", "key", "state", "why / next", "in flight",
-                                 "requests left", "tokens left"], rows,
-                    right=["in flight", "requests left", "tokens left"]))
+            then = f"back in {s.cooling_s:.1f}s"
+        rows.append((s.provider, s.key, state, refused, then,
+                     f"{s.in_flight}/{s.concurrency}", str(s.requests_left),
+                     str(s.tokens_left)))
+    shown = table("API keys", ["provider", "key", "state", "refused", "next",
+                               "in flight", "requests left", "tokens left"], rows,
+                  right=["in flight", "requests left", "tokens left"])
+    shown.columns[1].no_wrap = True  # a fingerprint is never cut
+    shown.columns[1].min_width = 12
+    out.print(shown)
 
 
 @app.command("restore")
