@@ -66,6 +66,10 @@ STATE_CLEAN_TTL_SECONDS = 3600
 STATE_FLUSHER_LEASE = PREFIX + "state-flusher"
 # Flush lag samples (ms from first dirty to persisted), newest first, for benchmarks.
 STATE_FLUSH_LAGS = PREFIX + "state-flush-lags"
+# Records PostgreSQL refused (hash: state key -> reason), set aside out of the dirty
+# index so they never block a flush; the record itself stays in Redis, with no expiry,
+# for an operator (`orchestrator status`). Writing the key again takes it out.
+STATE_QUARANTINE = PREFIX + "state-quarantine"
 
 # The one active reconciler of the fleet: a lease (owner name, with expiry) renewed
 # while it runs; the others stand by and take over when it lapses.

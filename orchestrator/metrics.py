@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from config.celery import QUEUES
 from orchestrator import telemetry
 from orchestrator.breakers import known_breakers
-from orchestrator.state.flusher import lag_samples
+from orchestrator.state.flusher import lag_samples, quarantined_count
 from orchestrator.subsystems import Subsystems
 from orchestrator.telemetry import percentile
 
@@ -163,12 +163,18 @@ class FleetCollector(Collector):
                                   labels=["shard"])
         lag = _Quantiles("orchestrator_state_flush_lag_seconds",
                          "first dirty to persisted (recent)", ["shard"])
+        quarantine = GaugeMetricFamily("orchestrator_state_quarantined",
+                                       "records PostgreSQL refused, set aside in Redis "
+                                       "unflushed (orchestrator status lists them)",
+                                       labels=["shard"])
         for shard in self.sub.runtime.state_shards:
             dirty.add_metric([shard.name], shard.dirty_count())
             lag.add([shard.name], lag_samples(shard))
+            quarantine.add_metric([shard.name], quarantined_count(shard))
         yield latency
         yield dirty
         yield lag
+        yield quarantine
 
 
 def registry(sub: Subsystems) -> CollectorRegistry:

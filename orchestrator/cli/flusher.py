@@ -7,12 +7,16 @@ import signal
 import threading
 from types import FrameType
 
+import typer
+
 from orchestrator import logs, subsystems
-from orchestrator.state.flusher import Flusher
+from orchestrator.cli.output import EXIT_FAILED
+from orchestrator.state.flusher import Flusher, run_flushers
 
 
 def run_flusher(*, batch: int, interval: float, pace: float = 0.0) -> None:
-    """One flushing thread per shard; SIGTERM or Ctrl-C stops them after their round."""
+    """One flushing thread per shard; SIGTERM or Ctrl-C stops them after their round.
+    Exits 1 if a flushing thread died (it is logged): never lives on without one."""
     sub = subsystems.current()
     logs.configure(sub.settings.log_format)
     stop = threading.Event()
@@ -22,15 +26,10 @@ def run_flusher(*, batch: int, interval: float, pace: float = 0.0) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    threads = []
-    for shard in sub.runtime.state_shards:
-        flusher = Flusher(shard, sub.state_rows, owner=sub.identity.owner() + f":{shard.name}",
-                          batch=batch, interval=interval, pace=pace)
-        thread = threading.Thread(target=flusher.run, args=(stop,), name=f"flush-{shard.name}")
-        thread.start()
-        threads.append(thread)
-        logging.info("flusher for shard %s started", shard.name)
-    for thread in threads:
-        while thread.is_alive():
-            thread.join(0.5)
+    flushers = [Flusher(shard, sub.state_rows, owner=sub.identity.owner() + f":{shard.name}",
+                        batch=batch, interval=interval, pace=pace)
+                for shard in sub.runtime.state_shards]
+    if not run_flushers(flushers, stop):
+        logging.error("flusher exiting with status %d: a flushing thread died", EXIT_FAILED)
+        raise typer.Exit(EXIT_FAILED)
     logging.info("flusher stopped")

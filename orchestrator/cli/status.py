@@ -26,6 +26,14 @@ def show_status(*, as_json: bool) -> None:
     out.print(f"workers online: {len(status.workers)}")
     for name in status.workers:
         out.print(f"  {name}")
+    held = {shard: q for shard, q in status.state_quarantine.items() if q.count}
+    if held:
+        total = sum(q.count for q in held.values())
+        out.print(table(
+            f"state records quarantined: {total} (PostgreSQL refused them; they stay in "
+            "Redis, unflushed, until the key is written again)", ["shard", "key", "reason"],
+            [(escape(shard), escape(key), escape(reason)) for shard, q in held.items()
+             for key, reason in q.records.items()]))
 
 
 def _paused(pause: Pause | None) -> str:

@@ -6,6 +6,18 @@ older one, whatever the order of flushes) and then marks clean only the records 
 the flushed version. A flusher killed mid-round leaves its records dirty: the next round,
 of this flusher or another, writes them again, harmlessly. One flusher per shard is
 active at a time (a lease), so more can run for availability.
+
+It supervises itself:
+- any error of a round (Redis, PostgreSQL, anything else) is logged with its cause and
+  the round retried with backoff; :meth:`Flusher.run` never raises, and
+  :func:`run_flushers` reports a thread that died anyway, so the process exits non-zero
+  instead of living on without it;
+- a record PostgreSQL refuses (a data error, not an outage: ``\\u0000`` in a value that
+  an older version or another client wrote straight into Redis, a key too long) or one
+  that is not a JSON object is **quarantined**: set aside with the reason in the shard's
+  ``orch:state-quarantine`` hash, out of the dirty index, kept in Redis; the rest of the
+  batch is flushed. Writing the key again takes it out of quarantine once the new
+  version is flushed.
 """
 
 from __future__ import annotations
@@ -16,25 +28,59 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy.exc import SQLAlchemyError
+import redis
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from orchestrator.constants import (
     STATE_CLEAN_TTL_SECONDS,
     STATE_DIRTY,
     STATE_FLUSH_LAGS,
     STATE_FLUSHER_LEASE,
+    STATE_QUARANTINE,
     STATE_RECORD,
 )
+from orchestrator.lua import script
 from orchestrator.state.writeback import Shard
-from orchestrator.store.state_rows import StateRows
+from orchestrator.store.state_rows import StateRows, is_outage
 
 log = logging.getLogger(__name__)
 LAG_SAMPLES = 10_000
+# A failing round is logged at once, then at most this often while its cause stays the
+# same (each retry still happens, with backoff).
+REPEAT_LOG_SECONDS = 30.0
+
 
 @dataclass(frozen=True)
 class RoundResult:
     read: int
     cleaned: int
+    quarantined: int = 0
+
+
+@dataclass(frozen=True)
+class _Pending:
+    record_key: str
+    key: str
+    version: bytes  # as read, compared as such when quarantining
+
+
+def cause(exc: BaseException) -> str:
+    """An error in one line, naming the driver's own error. For SQLAlchemy errors only
+    the driver's message: SQLAlchemy's own text quotes the statement's parameters, which
+    hold state values."""
+    inner = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = str(inner).strip().splitlines()
+    return f"{type(inner).__name__}: {lines[0]}" if lines else type(inner).__name__
+
+
+def _where(exc: BaseException, shard: str) -> str:
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | redis.BusyLoadingError):
+        return f"Redis shard {shard} unavailable"
+    if isinstance(exc, redis.RedisError):
+        return f"Redis shard {shard} failed"
+    if isinstance(exc, SQLAlchemyError):
+        return "PostgreSQL unavailable" if is_outage(exc) else "PostgreSQL failed"
+    return "round failed"
 
 
 class Flusher:
@@ -42,44 +88,72 @@ class Flusher:
 
     def __init__(self, shard: Shard, rows: StateRows, *, owner: str, batch: int = 500,
                  interval: float = 0.05, lease_seconds: float = 10.0,
-                 pace: float = 0.0) -> None:
+                 pace: float = 0.0, max_backoff: float = 2.0) -> None:
         self.shard = shard
         self.rows = rows
         self.owner = owner
         self.batch = batch
         self.interval = interval
         self.pace = pace
+        self.max_backoff = max_backoff
         self.lease_ms = int(lease_seconds * 1000)
         self.prefix_len = len(STATE_RECORD.format(key=""))
+        self.quarantine = script(shard.client, "orchestrator.state", "quarantine")
 
     def flush_once(self) -> RoundResult:
-        """One round; raises ``SQLAlchemyError`` when PostgreSQL is unreachable."""
+        """One round. Raises ``redis.RedisError`` or ``SQLAlchemyError`` when the shard
+        or PostgreSQL fails (nothing is marked clean then); a record PostgreSQL refuses
+        is quarantined, not raised."""
         client = self.shard.client
-        seconds, micros = client.time()
+        read = client.pipeline(transaction=False)
+        read.time()
+        read.zrange(STATE_DIRTY, 0, self.batch - 1)
+        read.hlen(STATE_QUARANTINE)
+        (seconds, micros), raw_keys, quarantined_before = read.execute()
         read_at_ms = int(seconds) * 1000 + int(micros) // 1000
-        record_keys = [k.decode() for k in client.zrange(STATE_DIRTY, 0, self.batch - 1)]
+        record_keys = [k.decode() for k in raw_keys]
         if not record_keys:
             return RoundResult(0, 0)
         pipe = client.pipeline(transaction=False)
         for record_key in record_keys:
             pipe.hmget(record_key, "v", "ver")
         values = pipe.execute()
-        rows, flushed_keys, versions = [], [], []
+        rows: list[dict[str, object]] = []
+        pending: dict[str, _Pending] = {}
+        refused: list[tuple[_Pending, str]] = []
         for record_key, (value, version) in zip(record_keys, values, strict=True):
             if version is None or not value:
                 client.zrem(STATE_DIRTY, record_key)  # nothing to persist
                 continue
-            rows.append({"key": record_key[self.prefix_len:], "value": json.loads(value),
-                         "version": int(version)})
-            flushed_keys.append(record_key)
-            versions.append(int(version))
-        if rows:
-            self.rows.upsert_newer(rows)
+            found = _Pending(record_key, record_key[self.prefix_len:], version)
+            row, problem = _row(found.key, value, version)
+            if row is None:
+                refused.append((found, problem))
+                continue
+            rows.append(row)
+            pending[found.key] = found
+        for refusal in self.rows.upsert_newer(rows):
+            refused.append((pending.pop(refusal.key), refusal.reason))
+        set_aside = sum(self._set_aside(found, reason) for found, reason in refused)
+        flushed = list(pending.values())
         cleaned = int(self.shard.clean(
-            keys=[STATE_DIRTY, STATE_FLUSH_LAGS, *flushed_keys],
-            args=[STATE_CLEAN_TTL_SECONDS, LAG_SAMPLES, read_at_ms, *versions],
-        )) if flushed_keys else 0
-        return RoundResult(len(record_keys), cleaned)
+            keys=[STATE_DIRTY, STATE_FLUSH_LAGS, *(p.record_key for p in flushed)],
+            args=[STATE_CLEAN_TTL_SECONDS, LAG_SAMPLES, read_at_ms,
+                  *(int(p.version) for p in flushed)],
+        )) if flushed else 0
+        if flushed and int(quarantined_before):
+            # Written again and flushed since it was set aside: out of quarantine.
+            client.hdel(STATE_QUARANTINE, *(p.key for p in flushed))
+        return RoundResult(len(record_keys), cleaned, set_aside)
+
+    def _set_aside(self, found: _Pending, reason: str) -> int:
+        done = int(self.quarantine(keys=[STATE_DIRTY, STATE_QUARANTINE, found.record_key],
+                                   args=[found.version, found.key, reason]))
+        if done:
+            log.error("flusher %s: state %r quarantined, not flushed: %s (it stays in "
+                      "Redis; `orchestrator status` lists it)", self.shard.name, found.key,
+                      reason)
+        return done
 
     def _hold_lease(self) -> bool:
         client = self.shard.client
@@ -91,27 +165,118 @@ class Flusher:
         return False
 
     def run(self, stop: threading.Event) -> None:
-        """Flush until ``stop`` is set; waits out PostgreSQL outages with backoff."""
-        backoff = self.interval
+        """Flush until ``stop`` is set. Never raises: a failing round (Redis, PostgreSQL,
+        anything) is logged with its cause and retried with backoff, up to
+        ``max_backoff`` seconds apart, for as long as it takes."""
+        failures = 0
+        logged: tuple[str, float] | None = None  # (what failed, when it was logged)
         while not stop.is_set():
-            if not self._hold_lease():
-                stop.wait(self.lease_ms / 4000)
-                continue
             try:
+                if not self._hold_lease():
+                    stop.wait(self.lease_ms / 4000)
+                    continue
                 result = self.flush_once()
-                backoff = self.interval
-            except SQLAlchemyError as exc:
-                log.warning("flusher %s: PostgreSQL unavailable (%s); %d records wait",
-                            self.shard.name, type(exc).__name__, self.shard.dirty_count())
-                backoff = min(backoff * 2, 2.0)
-                stop.wait(backoff)
+            except Exception as exc:
+                failures += 1
+                delay = min(self.interval * 2 ** min(failures, 16), self.max_backoff)
+                logged = self._report(exc, failures, delay, logged)
+                stop.wait(delay)
                 continue
+            if failures:
+                log.info("flusher %s: flushing again after %d failed rounds",
+                         self.shard.name, failures)
+                failures, logged = 0, None
             if result.read < self.batch:
                 stop.wait(self.interval)
             elif self.pace:
                 stop.wait(self.pace)
-        if self.shard.client.get(STATE_FLUSHER_LEASE) == self.owner.encode():
-            self.shard.client.delete(STATE_FLUSHER_LEASE)
+        self._release_lease()
+
+    def _release_lease(self) -> None:
+        try:
+            if self.shard.client.get(STATE_FLUSHER_LEASE) == self.owner.encode():
+                self.shard.client.delete(STATE_FLUSHER_LEASE)
+        except redis.RedisError as exc:
+            log.warning("flusher %s: lease not released (%s); it expires in %.0fs",
+                        self.shard.name, cause(exc), self.lease_ms / 1000)
+
+    def _report(self, exc: Exception, failures: int, delay: float,
+                logged: tuple[str, float] | None) -> tuple[str, float] | None:
+        what = f"{_where(exc, self.shard.name)} ({cause(exc)})"
+        now = time.monotonic()
+        if logged is not None and logged[0] == what and now - logged[1] < REPEAT_LOG_SECONDS:
+            return logged
+        unexpected = not isinstance(exc, redis.RedisError | SQLAlchemyError)
+        log.warning("flusher %s: %s; %d failed round(s) so far, retrying in %.2fs; "
+                    "unflushed records stay dirty", self.shard.name, what, failures, delay,
+                    exc_info=unexpected)
+        return what, now
+
+
+def _row(key: str, value: bytes, version: bytes) -> tuple[dict[str, object] | None, str]:
+    """The row to write, or ``None`` and why it cannot be one."""
+    try:
+        number = int(version)
+    except ValueError:
+        return None, "its version is not a whole number"
+    try:
+        parsed = json.loads(value)
+    except ValueError as exc:
+        return None, f"its value is not JSON ({exc})"
+    if not isinstance(parsed, dict):
+        return None, f"its value is a JSON {type(parsed).__name__}, not an object"
+    return {"key": key, "value": parsed, "version": number}, ""
+
+
+def run_flushers(flushers: list[Flusher], stop: threading.Event) -> bool:
+    """Run each flusher on a thread of its own until ``stop`` is set.
+
+    Returns False when a thread ended otherwise (:meth:`Flusher.run` never raises, so
+    only something like ``MemoryError`` or a bug gets there): it is logged with its
+    traceback, ``stop`` is set so the others finish their round, and the caller should
+    exit non-zero rather than live on with a shard nobody flushes.
+    """
+    died: list[str] = []
+
+    def guarded(flusher: Flusher) -> None:
+        try:
+            flusher.run(stop)
+        except BaseException:
+            log.critical("flusher %s died; stopping the others", flusher.shard.name,
+                         exc_info=True)
+            died.append(flusher.shard.name)
+        else:
+            if not stop.is_set():
+                log.critical("flusher %s ended while not asked to; stopping the others",
+                             flusher.shard.name)
+                died.append(flusher.shard.name)
+        stop.set()
+
+    threads = [threading.Thread(target=guarded, args=(f,), name=f"flush-{f.shard.name}")
+               for f in flushers]
+    for thread in threads:
+        thread.start()
+        log.info("flusher for shard %s started", thread.name.removeprefix("flush-"))
+    for thread in threads:
+        while thread.is_alive():
+            thread.join(0.5)
+    return not died
+
+
+def quarantined(shard: Shard, *, limit: int = 50) -> dict[str, str]:
+    """Up to ``limit`` of the records ``shard`` set aside: state key -> why PostgreSQL
+    (or the flusher) refused it."""
+    found: dict[str, str] = {}
+    for key, reason in shard.client.hscan_iter(STATE_QUARANTINE, count=limit):
+        if len(found) >= limit:
+            break
+        found[key.decode(errors="replace")] = reason.decode(errors="replace")
+    return found
+
+
+def quarantined_count(shard: Shard) -> int:
+    """How many records ``shard`` set aside."""
+    return int(shard.client.hlen(STATE_QUARANTINE))
 
 
 def lag_samples(shard: Shard) -> list[float]:

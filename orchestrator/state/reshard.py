@@ -4,7 +4,7 @@ Keys are placed by rendezvous hashing, so growing from n to n+1 shards moves abo
 of them, all to the new shard. ``reshard(old, new)`` makes the move safe:
 1. every old shard is flushed until it holds no dirty record (all in PostgreSQL);
 2. each cached record whose owner changes is dropped from its old shard (only if still
-   clean); its new shard loads it from PostgreSQL on first use.
+   clean, and not quarantined); its new shard loads it from PostgreSQL on first use.
 Run it with state writers paused (``orchestrator pause agents``, or workers stopped), then
 start the fleet with the new ``ORCH_STATE_REDIS_URLS``. A write that lands on an old shard
 during the move is never dropped: that record stays, and the command reports it.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator.constants import STATE_DIRTY, STATE_RECORD
+from orchestrator.constants import STATE_DIRTY, STATE_QUARANTINE, STATE_RECORD
 from orchestrator.errors import ServiceError
 from orchestrator.lua import script
 from orchestrator.state.flusher import Flusher
@@ -56,7 +56,7 @@ def reshard(old: list[Shard], new: list[Shard], rows: StateRows, *, owner: str,
             if names[shard_for(key, names)] == shard.name:
                 stayed += 1
                 continue
-            if drop(keys=[STATE_DIRTY, record_key]):
+            if drop(keys=[STATE_DIRTY, record_key, STATE_QUARANTINE], args=[key]):
                 moved += 1
             else:
                 kept += 1

@@ -5,15 +5,28 @@ Writes of one key go through the ORM so ``version_id_col`` is checked on flush
 (``UPDATE ... WHERE key = :k AND version = :v``); a stale write raises ``StaleDataError``,
 which becomes ``VersionConflict``. Values are reassigned, never mutated in place, so
 every change emits its UPDATE.
+
+The flusher's batch tells a row PostgreSQL refuses (a data error: ``\u0000`` in a
+``jsonb`` value, a key too long, a version out of range) from an outage: a refused batch
+is split in halves until each refused row stands alone, and the rest is written.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -33,6 +46,65 @@ _UPSERT_NEWER = text(
       WHERE agent_state.version < EXCLUDED.version
     """
 )
+
+
+# SQLSTATE classes that blame the data, not the server: data exception (22), integrity
+# constraint violation (23), program limit exceeded (54: a value too large).
+_DATA_FAULTS = ("22", "23", "54")
+
+
+@dataclass(frozen=True)
+class RefusedRow:
+    """A row PostgreSQL would not take, and why (its own words, never the value)."""
+
+    key: str
+    reason: str
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True when ``exc`` says PostgreSQL is unreachable or the connection was lost."""
+    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeout):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def refusal(exc: BaseException) -> str | None:
+    """Why PostgreSQL refused the data of a statement, or ``None`` when ``exc`` is not a
+    data error (an outage, a missing table, a bug: retrying later may cure those)."""
+    if not isinstance(exc, DBAPIError) or is_outage(exc):
+        return None
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    if sqlstate[:2] not in _DATA_FAULTS:
+        return None
+    diag = getattr(exc.orig, "diag", None)
+    primary = getattr(diag, "message_primary", None) or str(exc.orig).splitlines()[0]
+    detail = getattr(diag, "message_detail", None)
+    # Not the CONTEXT line: it quotes the value.
+    return (f"PostgreSQL refused it ({sqlstate} {type(exc.orig).__name__}): {primary}"
+            + (f" ({detail})" if detail else ""))
+
+
+def write_separating_refused(rows: list[dict[str, Any]],
+                             write: Callable[[list[dict[str, Any]]], None],
+                             ) -> list[RefusedRow]:
+    """``write(rows)``; when PostgreSQL refuses the batch's data, write each half
+    alone, down to single rows, so every row it takes is written and each one it
+    refuses is returned with the reason. Costs about 2 log2(n) statements per refused
+    row. Raises whatever else ``write`` raises (an outage: nothing is set aside)."""
+    if not rows:
+        return []
+    try:
+        write(rows)
+        return []
+    except DBAPIError as exc:
+        reason = refusal(exc)
+        if reason is None:
+            raise
+        if len(rows) == 1:
+            return [RefusedRow(str(rows[0]["key"]), reason)]
+    half = len(rows) // 2
+    return (write_separating_refused(rows[:half], write)
+            + write_separating_refused(rows[half:], write))
 
 
 class StoredState(NamedTuple):
@@ -83,9 +155,14 @@ class StateRows:
                 ) from exc
             return StoredState(row.key, dict(row.value), row.version)
 
-    def upsert_newer(self, rows: list[dict[str, Any]]) -> None:
-        """Write ``rows`` (``key``, ``value``, ``version``) in one statement, each only
-        where PostgreSQL holds no newer version. Raises ``SQLAlchemyError`` when
-        PostgreSQL is unreachable."""
+    def upsert_newer(self, rows: list[dict[str, Any]]) -> list[RefusedRow]:
+        """Write ``rows`` (``key``, ``value``, ``version``), each only where PostgreSQL
+        holds no newer version: one statement, unless PostgreSQL refuses some rows'
+        data; those are left out and returned with the reason, the others written.
+
+        Raises ``SQLAlchemyError`` when PostgreSQL is unreachable or fails otherwise."""
+        return write_separating_refused(rows, self._upsert)
+
+    def _upsert(self, rows: list[dict[str, Any]]) -> None:
         with self.auto.connect() as conn:
             conn.execute(_UPSERT_NEWER, {"rows": json.dumps(rows)})
