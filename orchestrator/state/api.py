@@ -28,6 +28,8 @@ class StateAPI:
         self.router = router
         self.telemetry = telemetry
         self.conflicts = 0
+        if router.writeback is not None and router.writeback.telemetry is None:
+            router.writeback.telemetry = telemetry  # reconciliations, counted fleet-wide
 
     def _conflict(self, mode: str) -> None:
         self.conflicts += 1

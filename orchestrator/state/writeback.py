@@ -4,21 +4,44 @@ A write is a Lua compare-and-set on the record's version; once it is in Redis an
 dirty it is acknowledged. A flusher per shard (:mod:`orchestrator.state.flusher`) then
 persists dirty records to PostgreSQL with a version-guarded write. Reads hit Redis first
 and fall back to PostgreSQL on a miss, filling the cache.
+
+A Redis that comes back older than PostgreSQL (the last second of its AOF lost, an RDB
+restore, a promoted replica that lagged) must not have writes build on its old copies:
+the next one would be acknowledged at a version PostgreSQL already holds, and the
+flusher could never persist it. So each cached record carries the epoch of the server
+it was validated on (its ``run_id``, new at every start, different on every replica).
+A record read or written on another epoch is first reconciled with PostgreSQL's row:
+kept if it is as new or newer, replaced if it is older (see ``lua/reconcile.lua``).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import logging
+from collections import Counter
+from typing import Any, Protocol
 
 import redis
 
-from orchestrator.constants import STATE_CLEAN_TTL_SECONDS, STATE_DIRTY, STATE_RECORD
+from orchestrator import telemetry
+from orchestrator.constants import PREFIX, STATE_CLEAN_TTL_SECONDS, STATE_DIRTY, STATE_RECORD
 from orchestrator.errors import Backpressure, VersionConflict
 from orchestrator.lua import script
 from orchestrator.state.durable import DurableState
 from orchestrator.state.record import Record
 from orchestrator.state.shards import shard_for, shard_name
+
+log = logging.getLogger(__name__)
+
+# Cached versions that lost to PostgreSQL's (hash: state key -> JSON {version, value,
+# postgres_version, at_ms}), kept for an operator with no expiry: two histories of one
+# key were both acknowledged (a split brain, a write to PostgreSQL behind our back).
+# PostgreSQL's won and the record continues from it. One hash per shard.
+STATE_CONFLICTS = PREFIX + "state-conflicts"
+
+# A record's cache, a PostgreSQL round trip and back may cross another writer; past
+# this many turns the write gives up with VersionConflict (``update`` then retries).
+PUT_TURNS = 4
 
 
 class Shard:
@@ -28,34 +51,96 @@ class Shard:
         self.url = url
         self.name = shard_name(url)
         self.client = client
+        self.read = script(client, "orchestrator.state", "get")
         self.put = script(client, "orchestrator.state", "put")
         self.fill = script(client, "orchestrator.state", "fill")
         self.clean = script(client, "orchestrator.state", "clean")
+        self.reconcile = script(client, "orchestrator.state", "reconcile")
 
     def dirty_count(self) -> int:
         return int(self.client.zcard(STATE_DIRTY))
 
 
-class WriteBackState:
-    """State records in Redis shards, persisted to PostgreSQL behind the acknowledgement."""
+def conflicts(shard: Shard) -> dict[str, dict[str, Any]]:
+    """The versions ``shard`` set aside because PostgreSQL held another history of the
+    same key: state key -> ``{version, value, postgres_version, at_ms}``."""
+    return {k.decode(): json.loads(v) for k, v in shard.client.hgetall(STATE_CONFLICTS).items()}
 
-    def __init__(self, shards: list[Shard], durable: DurableState, *, dirty_limit: int) -> None:
+
+class Stored(Protocol):
+    """PostgreSQL's row of a key (a :class:`Record` or the store's ``StoredState``)."""
+
+    @property
+    def value(self) -> dict[str, Any]: ...
+
+    @property
+    def version(self) -> int: ...
+
+
+def reconcile(shard: Shard, key: str, stored: Stored | None, *, version: bytes,
+              value: bytes, epoch: bytes) -> str:
+    """Reconcile the cached record of ``key`` (as read: ``version``, ``value``,
+    ``epoch``) with ``stored``, PostgreSQL's row read after it; returns the outcome of
+    ``lua/reconcile.lua``: "kept", "adopted", "conflict", or "moved" when the record
+    changed meanwhile (read it again). A conflict is logged as a warning."""
+    if stored is None:
+        same = not value
+    else:
+        same = int(version) == stored.version and bool(value) and \
+            json.loads(value) == stored.value
+    outcome = shard.reconcile(
+        keys=[STATE_RECORD.format(key=key), STATE_DIRTY, STATE_CONFLICTS],
+        args=[version, value, epoch,
+              "" if stored is None else json.dumps(stored.value, separators=(",", ":")),
+              0 if stored is None else stored.version, "1" if same else "0",
+              STATE_CLEAN_TTL_SECONDS, key],
+    ).decode()
+    held = 0 if stored is None else stored.version
+    if outcome == "conflict":
+        log.warning("state %r on shard %s: PostgreSQL holds version %d and the cache "
+                    "version %s, from two histories; PostgreSQL's is now the record, the "
+                    "cached one is kept in %s", key, shard.name, held, version.decode(),
+                    STATE_CONFLICTS)
+    elif outcome == "adopted":
+        log.info("state %r on shard %s: the cache held version %s, PostgreSQL version %d "
+                 "(the Redis data is older); reloaded", key, shard.name, version.decode(),
+                 held)
+    return outcome
+
+
+class WriteBackState:
+    """State records in Redis shards, persisted to PostgreSQL behind the acknowledgement.
+
+    ``reconciled`` counts this process's reconciliations by outcome; with a
+    ``telemetry`` client they are counted fleet-wide too (``state_reconciled:<outcome>``).
+    """
+
+    def __init__(self, shards: list[Shard], durable: DurableState, *, dirty_limit: int,
+                 telemetry: redis.Redis | None = None) -> None:
         self.shards = shards
         self.names = [s.name for s in shards]
         self.durable = durable
         self.dirty_limit = dirty_limit
+        self.telemetry = telemetry
+        self.reconciled: Counter[str] = Counter()
+        self._epochs_seen: set[tuple[str, bytes]] = set()
 
     def shard(self, key: str) -> Shard:
         return self.shards[shard_for(key, self.names)]
 
     def get(self, key: str) -> Record | None:
         shard = self.shard(key)
-        raw = shard.client.hmget(STATE_RECORD.format(key=key), "v", "ver")
-        if raw[1] is None:
-            return self._load(shard, key)
-        if not raw[0]:
-            return None  # cached absence
-        return Record(key, json.loads(raw[0]), int(raw[1]))
+        record_key = STATE_RECORD.format(key=key)
+        for _ in range(PUT_TURNS):
+            reply = shard.read(keys=[record_key])
+            outcome = reply[0]
+            if outcome == b"ok":
+                return None if not reply[2] else Record(key, json.loads(reply[2]),
+                                                         int(reply[1]))
+            if outcome == b"miss":
+                return self._load(shard, key)
+            self._stale(shard, key, reply)
+        raise VersionConflict(f"state {key!r}: its cache kept changing while being read")
 
     def _load(self, shard: Shard, key: str) -> Record | None:
         """Fill the cache from PostgreSQL (absence is cached too, as version 0)."""
@@ -67,23 +152,43 @@ class WriteBackState:
         )
         return record
 
+    def _stale(self, shard: Shard, key: str, reply: list[bytes]) -> None:
+        """A ``stale`` reply (version, value, its epoch, the server's): reconcile."""
+        _, version, value, epoch, server = reply
+        if (shard.name, server) not in self._epochs_seen:
+            self._epochs_seen.add((shard.name, server))
+            log.warning("state shard %s: records cached before a Redis restart, restore or "
+                        "failover (epoch %s, now %s); each is checked against PostgreSQL "
+                        "before its next read or write", shard.name,
+                        epoch.decode() or "none", server.decode())
+        # PostgreSQL unreachable raises here, changing nothing: the record stays
+        # unusable until it answers, rather than have a write build on an old copy.
+        outcome = reconcile(shard, key, self.durable.get(key), version=version,
+                            value=value, epoch=epoch)
+        self.reconciled[outcome] += 1
+        if self.telemetry is not None:
+            telemetry.count(self.telemetry, f"state_reconciled:{outcome}")
+
     def put(self, key: str, value: dict[str, Any], *, expected_version: int,
             value_json: str) -> Record:
         shard = self.shard(key)
         record_key = STATE_RECORD.format(key=key)
-        for _ in range(2):
+        for _ in range(PUT_TURNS):
             reply = shard.put(keys=[record_key, STATE_DIRTY],
                               args=[expected_version, value_json, self.dirty_limit])
-            outcome = reply[0].decode()
-            if outcome == "ok":
+            outcome = reply[0]
+            if outcome == b"ok":
                 return Record(key, value, int(reply[1]))
-            if outcome == "conflict":
+            if outcome == b"conflict":
                 raise VersionConflict(
                     f"state {key!r} is at version {int(reply[1])}, not {expected_version}")
-            if outcome == "full":
+            if outcome == b"full":
                 raise Backpressure(
                     f"memory-layer shard {shard.name} holds {int(reply[1])} unflushed "
                     f"records, its limit (ORCH_STATE_DIRTY_LIMIT); is PostgreSQL reachable "
                     "and a flusher running?", retry_after=1.0)
-            self._load(shard, key)
-        raise VersionConflict(f"state {key!r}: the cache was evicted during the write")
+            if outcome == b"miss":
+                self._load(shard, key)
+            else:
+                self._stale(shard, key, reply)
+        raise VersionConflict(f"state {key!r}: its cache kept changing during the write")

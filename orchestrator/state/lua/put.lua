@@ -1,12 +1,22 @@
 -- Compare-and-set a write-back record. KEYS: 1 record hash, 2 shard's dirty index.
 -- ARGV: 1 expected version, 2 new value JSON, 3 dirty limit.
 -- Returns {"ok", new version} | {"conflict", current version} | {"miss"} (not cached:
--- load it from PostgreSQL first) | {"full", dirty count} (too much unflushed: refuse).
-local exists = redis.call("EXISTS", KEYS[1]) == 1
-if not exists then
+-- load it from PostgreSQL first) | {"full", dirty count} (too much unflushed: refuse) |
+-- {"stale", version, value, its epoch, this server's epoch} (the record was cached by
+-- another server, or before a restart: it may be older than PostgreSQL, so it is checked
+-- there before any write builds on it).
+-- A record's epoch ("ep") is the run_id (first 16 hex digits) of the server it was
+-- validated on. Redis draws a new run_id at every start and each replica has its own, so
+-- data that comes back from an AOF, an RDB or a promoted replica carries an old one.
+local epoch = string.sub(string.match(redis.call("INFO", "server"), "run_id:(%x+)"), 1, 16)
+local record = redis.call("HMGET", KEYS[1], "v", "ver", "ep")
+if not record[2] then
   return {"miss"}
 end
-local current = tonumber(redis.call("HGET", KEYS[1], "ver") or "0")
+if record[3] ~= epoch then
+  return {"stale", record[2], record[1] or "", record[3] or "", epoch}
+end
+local current = tonumber(record[2])
 if current ~= tonumber(ARGV[1]) then
   return {"conflict", tostring(current)}
 end
