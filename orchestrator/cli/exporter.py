@@ -9,7 +9,7 @@ import time
 from prometheus_client import generate_latest, start_http_server
 from prometheus_client.registry import CollectorRegistry
 
-from orchestrator import subsystems
+from orchestrator import logs, subsystems
 from orchestrator.cli.output import err
 from orchestrator.metrics import registry
 
@@ -26,7 +26,9 @@ def print_scrape() -> None:
 
 
 def serve(*, port: int, address: str) -> None:
-    """Serve ``/metrics`` on ``address:port`` until Ctrl-C."""
+    """Serve ``/metrics`` on ``address:port`` until Ctrl-C; a scrape part that fails
+    (a store out of reach) is logged in ``ORCH_LOG_FORMAT``."""
+    logs.configure(subsystems.current().settings.log_format)
     found = _registry()
     start_http_server(port, addr=address, registry=found)
     err.print(f"metrics on http://{address}:{port}/metrics (Ctrl-C stops)")

@@ -12,10 +12,12 @@ from sqlalchemy import (
     BigInteger,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -45,6 +47,14 @@ class InvocationRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     replays: Mapped[int] = mapped_column(Integer, server_default="0")
     replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    # For the metrics exporter's windows and the stalled scan (migration 0005).
+    __table_args__ = (
+        Index("ix_invocations_finished_at", "finished_at",
+              postgresql_where=text("finished_at IS NOT NULL")),
+        Index("ix_invocations_unfinished_created_at", "created_at", "id",
+              postgresql_where=text("status IN ('queued', 'running')")),
+    )
 
 
 class StepRow(Base):

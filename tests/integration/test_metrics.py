@@ -1,0 +1,124 @@
+"""The exporter after a real run: families, labels, windows, and a scrape without
+PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+import orchestrator
+from config import Settings
+from orchestrator import subsystems
+from orchestrator.invocation import InvocationStatus
+from orchestrator.metrics import registry
+from orchestrator.ops.queues import QueueControl
+from tests.procs import Fleet, wait_for
+
+
+def _scrape() -> dict[str, list[Sample]]:
+    """Samples by name, from one scrape in Prometheus's text format."""
+    text = generate_latest(registry(subsystems.current())).decode()
+    found: dict[str, list[Sample]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append(sample)
+    return found
+
+
+def _value(samples: dict[str, list[Sample]], name: str, **labels: str) -> float:
+    matching = [s.value for s in samples.get(name, [])
+                if all(s.labels.get(k) == v for k, v in labels.items())]
+    assert len(matching) == 1, (name, labels, samples.get(name))
+    return matching[0]
+
+
+@pytest.fixture
+def stall_fast(settings: Settings) -> Iterator[Settings]:
+    """These settings with a 1 s stall time (the reconciler is not running)."""
+    changed = settings.model_copy(update={"stall_seconds": 1})
+    orchestrator.configure(changed)
+    subsystems.current().load_workflows()
+    yield changed
+
+
+def test_a_run_shows_latency_steps_failures_dead_letters_by_family(
+        settings: Settings, fleet: Fleet) -> None:
+    subsystems.current().load_workflows()
+    before = _scrape()
+    done_before = _value(before, "orchestrator_invocation_latency_seconds_bucket",
+                         workflow="pipeline-5", status="succeeded", le="+Inf") if any(
+        s.labels.get("workflow") == "pipeline-5" and s.labels.get("status") == "succeeded"
+        for s in before.get("orchestrator_invocation_latency_seconds_bucket", [])) else 0
+    fleet.start("agents", concurrency=2)
+    ids = [orchestrator.submit("pipeline-5", {"n": i}) for i in range(4)]
+    failing = orchestrator.submit("test-fail", {"reason": "boom"})
+    for invocation_id in ids:
+        assert orchestrator.wait(invocation_id, timeout=30).status is InvocationStatus.SUCCEEDED
+    assert orchestrator.wait(failing, timeout=30).status is InvocationStatus.FAILED
+
+    found = _scrape()
+    assert _value(found, "orchestrator_scrape_source_up", source="postgresql") == 1
+    assert _value(found, "orchestrator_scrape_source_up", source="redis") == 1
+    # Latency: a cumulative histogram of the window, per workflow and status.
+    latency = [s for s in found["orchestrator_invocation_latency_seconds_bucket"]
+               if s.labels["workflow"] == "pipeline-5" and s.labels["status"] == "succeeded"]
+    counts = [s.value for s in latency]
+    assert counts == sorted(counts) and latency[-1].labels["le"] == "+Inf"
+    assert counts[-1] - done_before >= 4
+    assert _value(found, "orchestrator_invocation_latency_seconds_gcount",
+                  workflow="pipeline-5", status="succeeded") == counts[-1]
+    # Steps: durations by workflow, step and kind; the failed step counted.
+    assert _value(found, "orchestrator_step_duration_seconds_bucket", workflow="pipeline-5",
+                  step="step-3", kind="python", le="+Inf") >= 4
+    assert _value(found, "orchestrator_step_failures", workflow="test-fail", step="explode",
+                  kind="python") >= 1
+    assert _value(found, "orchestrator_step_failures", workflow="pipeline-5", step="step-1",
+                  kind="python") == 0
+    assert _value(found, "orchestrator_dead_letters", workflow="test-fail",
+                  cause="step raised RuntimeError") >= 1
+    assert _value(found, "orchestrator_invocation_tokens_bucket", workflow="pipeline-5",
+                  le="+Inf") >= 4
+    for queue in ("agents", "llm", "tools"):
+        assert _value(found, "orchestrator_queue_paused", queue=queue) == 0
+        assert _value(found, "orchestrator_queue_parked", queue=queue) == 0
+    for action in ("redispatched", "completed", "failed"):
+        assert _value(found, "orchestrator_reconciler_actions_total", action=action) >= 0
+    assert _value(found, "orchestrator_metrics_window_seconds") == 300
+    # No label carries an invocation id.
+    every_label = {v for samples in found.values() for s in samples for v in s.labels.values()}
+    assert not every_label & {*ids, failing}
+
+
+def test_stalled_counts_an_invocation_without_progress_unless_its_queue_is_paused(
+        stall_fast: Settings) -> None:
+    invocation_id = orchestrator.submit("test-slow", {"tag": "stalled", "seconds": 0})
+    assert wait_for(lambda: _value(_scrape(), "orchestrator_invocations_stalled",
+                                   workflow="test-slow") == 1, timeout=10)
+    sub = subsystems.current()
+    control = QueueControl(sub.runtime.redis, sub.runtime.producer)
+    control.pause("agents", by="test", reason="metrics")
+    found = _scrape()
+    assert _value(found, "orchestrator_invocations_stalled", workflow="test-slow") == 0
+    assert _value(found, "orchestrator_queue_paused", queue="agents") == 1
+    assert _value(found, "orchestrator_queue_depth", queue="agents") == 1
+    assert orchestrator.get(invocation_id).status is InvocationStatus.QUEUED
+
+
+def test_without_postgresql_the_scrape_answers_with_what_redis_knows(
+        settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    orchestrator.configure(settings.model_copy(
+        update={"database_url": "postgresql+psycopg://postgres@127.0.0.1:9/nowhere"}))
+    with caplog.at_level(logging.ERROR, logger="orchestrator.metrics"):
+        found = _scrape()
+    assert _value(found, "orchestrator_scrape_source_up", source="postgresql") == 0
+    assert _value(found, "orchestrator_scrape_source_up", source="redis") == 1
+    assert _value(found, "orchestrator_queue_depth", queue="agents") == 0
+    assert "orchestrator_invocations" not in found
+    assert "orchestrator_invocation_latency_seconds_bucket" not in found
+    assert any("postgresql part of this scrape is missing" in r.getMessage()
+               for r in caplog.records)
