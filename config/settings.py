@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -234,7 +235,7 @@ class Settings(BaseSettings):
     @field_validator("llm_timeout", "llm_max_wait", "llm_outage_hold", "llm_key_cooloff")
     @classmethod
     def _positive_seconds(cls, value: float) -> float:
-        if value <= 0:
+        if not 0 < value < math.inf:  # NaN compares false: refused too
             raise ValueError(f"must be a positive number of seconds, got {value}")
         return value
 

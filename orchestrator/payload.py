@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -22,25 +23,38 @@ def encode(payload: Any) -> str:
         raise InvalidPayload(f"payload is not plain JSON: {exc}") from None
 
 
-def plain_json_problem(value: Any, path: str) -> str | None:
+# Deeper nesting is refused: no real payload needs it, and Python's json (RecursionError)
+# and PostgreSQL's jsonb (stack depth) fail not far beyond, with errors of their own.
+MAX_DEPTH = 100
+# Lone UTF-16 surrogates: Python text may hold them, JSON escapes them, jsonb refuses them.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def plain_json_problem(value: Any, path: str, depth: int = 0) -> str | None:
     """What ``json.dumps`` would let through but plain JSON in PostgreSQL cannot hold:
-    a non-string object key (``json`` silently turns ``1`` into ``"1"``) or text with a
-    NUL character (``jsonb`` rejects ``\\u0000``). None when there is neither."""
+    a non-string object key (``json`` silently turns ``1`` into ``"1"``), text with a
+    NUL character (``jsonb`` rejects ``\\u0000``) or a lone surrogate (not Unicode), or
+    nesting deeper than ``MAX_DEPTH``. None when there is none of these."""
+    if depth > MAX_DEPTH:
+        return f"{path[:80]}... is nested more than {MAX_DEPTH} levels deep"
     if isinstance(value, str):
         if "\x00" in value:
             return f"{path} holds a NUL character (\\u0000), which PostgreSQL cannot store"
+        if _SURROGATE.search(value):
+            return (f"{path} holds a lone surrogate (\\ud800-\\udfff), which is not "
+                    "Unicode text and PostgreSQL cannot store")
         return None
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 return f"{path} has a non-string key {key!r}: JSON object keys must be strings"
-            found = (plain_json_problem(key, f"{path} key {key[:40]!r}")
-                     or plain_json_problem(item, f"{path}.{key}"))
+            found = (plain_json_problem(key, f"{path} key {key[:40]!r}", depth + 1)
+                     or plain_json_problem(item, f"{path}.{key}", depth + 1))
             if found:
                 return found
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
-            found = plain_json_problem(item, f"{path}[{i}]")
+            found = plain_json_problem(item, f"{path}[{i}]", depth + 1)
             if found:
                 return found
     return None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.errors import InvalidPayload
+from orchestrator.payload import plain_json_problem
 
 MAX_KEY_LENGTH = 200
 
@@ -21,17 +22,27 @@ class Record:
 
 
 def check_key(key: Any) -> str:
+    """``key`` if it can name a state record; raises ``InvalidPayload`` for anything but
+    non-blank text of at most ``MAX_KEY_LENGTH`` characters that Redis and PostgreSQL both
+    store (no NUL, no lone surrogate)."""
     if not isinstance(key, str) or not key.strip():
         raise InvalidPayload("state key must be a non-empty string, e.g. 'customer:42'")
     if len(key) > MAX_KEY_LENGTH:
         raise InvalidPayload(f"state key is {len(key)} characters, over {MAX_KEY_LENGTH}")
+    problem = plain_json_problem(key, "state key")
+    if problem:
+        raise InvalidPayload(problem)
     return key
 
 
 def check_value(value: Any) -> str:
-    """The value's JSON text; raises ``InvalidPayload`` unless a plain JSON object."""
+    """The value's JSON text; raises ``InvalidPayload`` unless a plain JSON object that
+    reads back equal and PostgreSQL can store (see ``plain_json_problem``)."""
     if not isinstance(value, dict):
         raise InvalidPayload(f"state value must be a JSON object, got {type(value).__name__}")
+    problem = plain_json_problem(value, "state value")
+    if problem:
+        raise InvalidPayload(problem)
     try:
         return json.dumps(value, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError) as exc:
