@@ -127,7 +127,7 @@ URL_VARIABLES = [v for v in VARIABLES if v.endswith(("_URL", "_URLS"))]
 RELATED = {"ORCH_LLM_BASE_URL": "ORCH_LLM_API_KEYS",
            "ORCH_LLM_FALLBACK_BASE_URL": "ORCH_LLM_FALLBACK_API_KEYS"}
 # What an environment variable can hold: any text but NUL and lone surrogates.
-ENV_TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"))
+ENV_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"))
 
 
 @pytest.fixture(autouse=True)
