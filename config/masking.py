@@ -12,9 +12,10 @@ import re
 
 MASK = "***"
 
-# A URL in free text runs from its scheme to a blank, a quote or a bracket; a run
-# holding several (a comma-separated list) is cut before each further "scheme://".
-_URL_RUN = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>()\[\]]*")
+# A URL in free text runs from its scheme to the next blank (a password may hold quotes
+# or brackets, and a closing one kept after the host does no harm); a run holding several
+# (a comma-separated list) is cut before each further "scheme://".
+_URL_RUN = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S*")
 _NEXT_URL = re.compile(r",(?=[A-Za-z][A-Za-z0-9+.\-]*://)")
 
 
