@@ -82,7 +82,7 @@ def drain(
         def show(state: InFlight) -> None:
             nonlocal most
             most = max(most, state.total)
-            progress.update(bar, total=max(most, 1), completed=most - state.total,
+            progress.update(bar, total=max(most, 1), completed=max(most, 1) - state.total,
                             detail=_detail(state))
 
         drained = control.drain(queue, by=_operator(), park=park, timeout=timeout,

@@ -51,6 +51,15 @@ KOMBU_PRIORITY_STEPS = (3, 6, 9)  # 0 is the queue's own list
 Canceller = Callable[..., object]
 
 
+def _by_queue(replies: Mapping[str, Any]) -> dict[str, list[str]]:
+    """queue -> nodes consuming it, from ``inspect().active_queues()`` replies."""
+    found: dict[str, list[str]] = {}
+    for node, queues in replies.items():
+        for queue in queues or []:
+            found.setdefault(str(queue.get("name")), []).append(node)
+    return {name: sorted(nodes) for name, nodes in found.items()}
+
+
 def queue_lists(queue: str) -> list[str]:
     """The Redis lists holding ``queue``'s waiting messages, in kombu's order of
     preference: the queue itself, then its priority lists."""
@@ -162,6 +171,7 @@ class InFlight:
     consumers: list[str]  # nodes still consuming the queue
     waiting: int  # messages in the queue
     parked: int
+    nodes: list[str] = field(default_factory=list)  # the workers that answered
 
     @property
     def done(self) -> bool:
@@ -275,34 +285,46 @@ class QueueControl:
     def consumers(self) -> dict[str, list[str]] | None:
         """queue -> nodes consuming it, from the workers that answered; None when none
         did."""
-        replies = self.producer.control.inspect(timeout=self.inspect_timeout).active_queues()
-        if not replies:
-            return None
-        found: dict[str, list[str]] = {}
-        for node, queues in replies.items():
-            for queue in queues or []:
-                found.setdefault(str(queue.get("name")), []).append(node)
-        return {name: sorted(nodes) for name, nodes in found.items()}
+        replies = self._active_queues(None)
+        return None if replies is None else _by_queue(replies)
 
-    def in_flight(self, queue: str) -> InFlight:
+    def _active_queues(self, nodes: list[str] | None) -> dict[str, Any] | None:
+        inspect = self.producer.control.inspect(
+            timeout=self.inspect_timeout, destination=nodes,
+            limit=len(nodes) if nodes else None)
+        replies: dict[str, Any] | None = inspect.active_queues()
+        return replies
+
+    def in_flight(self, queue: str, *, nodes: list[str] | None = None) -> InFlight:
         """What of ``queue`` the workers hold (active, reserved, scheduled: by
-        ``delivery_info["routing_key"]``) and the broker has delivered unacknowledged."""
-        inspect = self.producer.control.inspect(timeout=self.inspect_timeout)
+        ``delivery_info["routing_key"]``) and the broker has delivered unacknowledged.
+
+        ``nodes``: the workers to ask (``InFlight.nodes`` of a previous look): their
+        replies come back without waiting out the timeout. A worker started since takes
+        nothing of a paused queue, and the broker's view counts whatever it holds.
+        """
+        replies = self._active_queues(nodes) or {}
+        answered = sorted(replies)
+        consumers = _by_queue(replies).get(queue, [])
         held: set[str] = set()
         in_workers: dict[str, int] = {}
-        for replies, scheduled in ((inspect.active(), False), (inspect.reserved(), False),
-                                   (inspect.scheduled(), True)):
-            for node, tasks in (replies or {}).items():
-                for task in tasks or []:
-                    request = task.get("request", task) if scheduled else task
-                    info = request.get("delivery_info") or {}
-                    if info.get("routing_key") == queue and request.get("id") not in held:
-                        held.add(request.get("id"))
-                        in_workers[node] = in_workers.get(node, 0) + 1
+        if answered:
+            inspect = self.producer.control.inspect(
+                timeout=self.inspect_timeout, destination=answered, limit=len(answered))
+            for tasks_by_node, scheduled in ((inspect.active(), False),
+                                             (inspect.reserved(), False),
+                                             (inspect.scheduled(), True)):
+                for node, tasks in (tasks_by_node or {}).items():
+                    for task in tasks or []:
+                        request = task.get("request", task) if scheduled else task
+                        info = request.get("delivery_info") or {}
+                        task_id = request.get("id")
+                        if info.get("routing_key") == queue and task_id not in held:
+                            held.add(task_id)
+                            in_workers[node] = in_workers.get(node, 0) + 1
         unacked = self.unacked(queue)
-        consumers = (self.consumers() or {}).get(queue, [])
         return InFlight(queue, in_workers, len(unacked), len(held | set(unacked)), consumers,
-                        self.depth(queue), self.parked(queue))
+                        self.depth(queue), self.parked(queue), answered)
 
     def unacked(self, queue: str) -> list[str]:
         """Task ids (or delivery tags) of ``queue``'s delivered, unacknowledged messages."""
@@ -330,10 +352,12 @@ class QueueControl:
         """
         started = time.monotonic()
         pause, _ = self.pause(queue, by=by, reason=reason)
+        nodes: list[str] | None = None
         while True:
             if park:
                 self.park(queue)
-            state = self.in_flight(queue)
+            state = self.in_flight(queue, nodes=nodes)
+            nodes = state.nodes or None
             if on_progress is not None:
                 on_progress(state)
             elapsed = time.monotonic() - started

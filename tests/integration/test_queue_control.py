@@ -236,3 +236,23 @@ def test_purge_after_drain_park_leaves_every_invocation_ended_none_twice(
     # Some were cancelled at their second step: the purge read later steps' messages too.
     assert any(f"{i}:first" in runs for i in purged.cancelled)
     assert set(runs.values()) == {1}
+
+
+@pytest.mark.timeout(120)
+def test_drain_exits_4_when_its_timeout_passes_and_0_once_the_step_ends(
+    settings: Settings, fleet: Fleet
+) -> None:
+    fleet.start("agents", concurrency=1)
+    tag = uuid.uuid4().hex[:8]
+    [invocation_id] = _submit(tag, 1, first="sleep", seconds=8.0)
+    store = subsystems.current().store
+    assert wait_for(lambda: store.status(invocation_id) is InvocationStatus.RUNNING,
+                    timeout=20)
+    late = _cli(settings, "drain", "agents", "--timeout", "1")
+    assert late.returncode == 4, late.stderr
+    assert "timed out" in late.stderr and "1 in flight" in late.stderr
+    drained = _cli(settings, "drain", "agents", "--timeout", "60")
+    assert drained.returncode == 0, drained.stderr
+    assert _runs(settings, tag) == {f"{invocation_id}:first": 1}  # its next step waits
+    _control().resume("agents")
+    assert orchestrator.wait(invocation_id, timeout=30).status is InvocationStatus.SUCCEEDED
