@@ -144,6 +144,10 @@ class MemoryStepClaims:
             finally:
                 self._tidy(invocation_id)
 
+    def is_cancelled(self, invocation_id: str) -> bool:
+        with self._lock:
+            return "cancelled" in self._hash(invocation_id, _millis(self.clock))
+
     def cancel(self, invocation_id: str, reason: str) -> None:
         """Every later delivery of the invocation's steps stops at its claim."""
         with self._lock:

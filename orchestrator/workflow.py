@@ -56,6 +56,8 @@ class StepContext:
     step: str
     payload: BaseModel
     outputs: Mapping[str, JSON]
+    # True once the invocation was cancelled: a long step may check it and stop early.
+    cancelled: Callable[[], bool] = field(default=lambda: False, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

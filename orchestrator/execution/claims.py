@@ -84,6 +84,8 @@ class StepClaims(Protocol):
 
     def forget(self, invocation_id: str) -> None: ...
 
+    def is_cancelled(self, invocation_id: str) -> bool: ...
+
     def snapshot(self, invocation_id: str) -> tuple[bool, dict[int, dict[str, Any]], set[int]]:
         ...
 
@@ -197,6 +199,9 @@ class RedisStepClaims:
                 redispatches = int(count_text)
                 last = max(last, int(at or 0))
         return Progress(now_ms, records, live - set(records), last, redispatches)
+
+    def is_cancelled(self, invocation_id: str) -> bool:
+        return bool(self.client.hexists(self.key(invocation_id), "cancelled"))
 
     def cancel(self, invocation_id: str, reason: str) -> None:
         """From now on every delivery of the invocation's steps stops at its claim."""

@@ -419,6 +419,7 @@ class StepRunner:
                 step=step.name,
                 payload=workflow.payload.model_validate(context["payload"]),
                 outputs=dict(context.get("outputs") or {}),
+                cancelled=lambda: self.claims.is_cancelled(invocation_id),
             )
             if step.kind is StepKind.PYTHON:
                 with soft_limit(self.policy.step_time_limit, step.name):
@@ -426,6 +427,8 @@ class StepRunner:
             else:
                 outcome = self.executor.execute(step, ctx, last_attempt=last_attempt)
             check_output(step.name, outcome.output)
+        except InvocationCancelled:
+            raise  # cancelled meanwhile: nothing to record, the chain stops
         except (InvalidOutput, StepTimeLimitExceeded) as exc:
             record(StepStatus.FAILED, None, str(exc))
             log.error("invocation %s failed: %s", invocation_id, exc)

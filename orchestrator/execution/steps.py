@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -21,7 +22,8 @@ class StepOutcome:
 
 class LLM(Protocol):
     def complete(self, messages: list[dict[str, str]], *, max_tokens: int,
-                 temperature: float = 0.0) -> Completion: ...
+                 temperature: float = 0.0,
+                 should_stop: Callable[[], bool] | None = None) -> Completion: ...
 
 
 class Tools(Protocol):
@@ -46,8 +48,9 @@ class StepExecutor:
         if isinstance(step, PythonStep):
             return StepOutcome(step.fn(ctx))
         if isinstance(step, LLMStep):
+            # A cancel reaches a call still waiting for capacity in the limiter.
             done = self.llm.complete(step.messages(ctx), max_tokens=step.max_tokens,
-                                     temperature=step.temperature)
+                                     temperature=step.temperature, should_stop=ctx.cancelled)
             result = done.result
             return StepOutcome(
                 {"content": result.content, "model": result.model, "provider": done.provider,

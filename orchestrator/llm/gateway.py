@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -117,7 +117,8 @@ class Gateway:
         return self.settings.llm_timeout + 5.0
 
     def complete(self, messages: list[dict[str, str]], *, max_tokens: int,
-                 temperature: float = 0.0) -> Completion:
+                 temperature: float = 0.0,
+                 should_stop: Callable[[], bool] | None = None) -> Completion:
         """One chat completion, from the primary provider or, when it is down, the fallback.
 
         Raises ``ProviderOutage`` when no provider can answer now (down, or every key out
@@ -131,7 +132,8 @@ class Gateway:
             failure: ProviderOutage
             try:
                 return breaker.call(
-                    lambda p=provider: self._complete_with(p, messages, max_tokens, temperature),  # type: ignore[misc]
+                    lambda p=provider: self._complete_with(  # type: ignore[misc]
+                        p, messages, max_tokens, temperature, should_stop),
                     is_failure=lambda exc: isinstance(exc, ProviderUnavailable),
                 )
             except ProviderOutage as exc:  # down, or no usable key
@@ -148,13 +150,15 @@ class Gateway:
         raise _outage(failures)
 
     def _complete_with(self, provider: Provider, messages: list[dict[str, str]],
-                       max_tokens: int, temperature: float) -> Completion:
+                       max_tokens: int, temperature: float,
+                       should_stop: Callable[[], bool] | None = None) -> Completion:
         limiter = self.limiters[provider.name]
         request = ChatRequest(provider.model, messages, max_tokens, temperature)
         tokens = estimate_prompt(messages) + max_tokens
         retry_after: float | None = None
         for attempt in range(1, self.settings.llm_retry_budget + 1):
-            lease = limiter.acquire(tokens, max_wait=self.settings.llm_max_wait)
+            lease = limiter.acquire(tokens, max_wait=self.settings.llm_max_wait,
+                                    should_stop=should_stop)
             if lease.probe:
                 log.info("LLM key %s of %s: cool-off over, this call probes it", lease.key.id,
                          provider.name)

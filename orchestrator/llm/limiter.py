@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,7 +37,7 @@ from orchestrator.constants import (
     LLM_WAITS,
     LLM_WAKE,
 )
-from orchestrator.errors import StepFailed, TransientStepError
+from orchestrator.errors import InvocationCancelled, StepFailed, TransientStepError
 from orchestrator.llm.keys import ApiKey, Provider
 from orchestrator.llm.rotation import KeyOut, KeyStatus, NoUsableKey, key_state
 from orchestrator.lua import script
@@ -66,7 +67,8 @@ class Limiter(Protocol):
 
     provider: Provider
 
-    def acquire(self, tokens: int, *, max_wait: float) -> Lease:
+    def acquire(self, tokens: int, *, max_wait: float,
+                should_stop: Callable[[], bool] | None = None) -> Lease:
         """Wait in line until some key can take a call of ``tokens``; returns its lease.
 
         Raises ``TransientStepError`` after ``max_wait`` seconds in line, ``NoUsableKey``
@@ -157,7 +159,8 @@ class RedisLimiter:
         args.append(self._wake)
         return args
 
-    def acquire(self, tokens: int, *, max_wait: float) -> Lease:
+    def acquire(self, tokens: int, *, max_wait: float,
+                should_stop: Callable[[], bool] | None = None) -> Lease:
         """Wait in line until some key can take a call of ``tokens``; returns its lease.
 
         Raises ``TransientStepError`` after ``max_wait`` seconds in line (the step is then
@@ -188,6 +191,8 @@ class RedisLimiter:
                     raise StepFailed(
                         f"LLM call of {tokens} tokens exceeds every key's TPM ({reply[1].decode()})"
                     )
+                if should_stop is not None and should_stop():
+                    raise InvocationCancelled("cancelled while waiting for LLM capacity")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TransientStepError(

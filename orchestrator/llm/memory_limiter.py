@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from orchestrator.errors import StepFailed, TransientStepError
+from orchestrator.errors import InvocationCancelled, StepFailed, TransientStepError
 from orchestrator.llm.keys import ApiKey, Provider
 from orchestrator.llm.limiter import (
     DEFAULT_COOLOFF,
@@ -176,7 +176,8 @@ class MemoryLimiter:
         # A full semaphore needs no timer: the release that frees a slot wakes us.
         return wait
 
-    def acquire(self, tokens: int, *, max_wait: float) -> Lease:
+    def acquire(self, tokens: int, *, max_wait: float,
+                should_stop: Callable[[], bool] | None = None) -> Lease:
         """Wait in line until some key can take a call of ``tokens``; returns its lease.
 
         Raises ``TransientStepError`` after ``max_wait`` seconds in line, ``NoUsableKey``
@@ -204,6 +205,8 @@ class MemoryLimiter:
                 if answer.state == "toolarge":
                     raise StepFailed(
                         f"LLM call of {tokens} tokens exceeds every key's TPM ({answer.value})")
+                if should_stop is not None and should_stop():
+                    raise InvocationCancelled("cancelled while waiting for LLM capacity")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise TransientStepError(

@@ -79,8 +79,8 @@ _CANCEL = text(
         INSERT INTO invocation_steps
             (invocation_id, idx, name, kind, status, attempts, output, error, fallback,
              prompt_tokens, completion_tokens, started_at, finished_at)
-        SELECT CAST(:inv AS varchar), r.idx, r.name, r.kind, r.status, r.attempts, r.output, r.error,
-               r.fallback, r.pt, r.ct,
+        SELECT CAST(:inv AS varchar), r.idx, r.name, r.kind, r.status, r.attempts,
+               r.output, r.error, r.fallback, r.pt, r.ct,
                to_timestamp(r.started_ms / 1000.0), to_timestamp(r.finished_ms / 1000.0)
           FROM jsonb_to_recordset(CAST(:steps AS jsonb)) AS r(
                idx int, name text, kind text, status text, attempts int, output jsonb,

@@ -10,12 +10,14 @@ import sys
 import time
 import uuid
 
+import httpx
 import pytest
 import redis
 from typer.testing import CliRunner
 
 import orchestrator
 from config import Settings
+from orchestrator import subsystems
 from orchestrator.cli.app import app
 from orchestrator.errors import InvalidState, UnknownInvocation
 from orchestrator.invocation import InvocationStatus
@@ -127,3 +129,44 @@ def test_invocations_are_listed_by_status_and_workflow(settings: Settings) -> No
     assert set(ids[1:]) <= {i["id"] for i in json.loads(listed.output)}
     bad = _cli(["invocations", "--status", "lost"], settings)
     assert bad.returncode == 2 and "statuses: queued" in bad.stderr
+
+
+@pytest.mark.timeout(120)
+def test_cancel_stops_an_llm_call_waiting_in_the_limiter(
+    settings: Settings, fleet: Fleet
+) -> None:
+    from pydantic import SecretStr
+
+    from config.settings import SIMULATED_LLM_KEYS
+    from orchestrator.devstack.simulators.llm_provider import LLMSimConfig, create_app
+    from orchestrator.devstack.simulators.server import start_server
+
+    handle = start_server(create_app(LLMSimConfig(keys=SIMULATED_LLM_KEYS, latency=2.0,
+                                                  jitter=0.0)))
+    try:
+        configured = settings.model_copy(update={
+            "llm_base_url": f"{handle.url}/v1",
+            "llm_api_keys": [SecretStr(k) for k in SIMULATED_LLM_KEYS[:1]],
+            "llm_concurrency": 1})
+        orchestrator.configure(configured)
+        fleet.env.update(configured.environment())
+        fleet.start("llm", pool="threads", concurrency=4)
+        # One call at a time, 2 s each: the third, submitted once the first two have
+        # begun, waits in the limiter behind them for about 4 s.
+        ids = [orchestrator.submit("llm-ask", {"question": f"q{i}"}) for i in range(2)]
+        claims = subsystems.current().claims
+        assert wait_for(lambda: all(claims.snapshot(i)[2] for i in ids), timeout=20)
+        ids.append(orchestrator.submit("llm-ask", {"question": "q2"}))
+        assert wait_for(lambda: bool(claims.snapshot(ids[2])[2]), timeout=20)
+        time.sleep(0.5)
+        started = time.monotonic()
+        cancelled = orchestrator.cancel(ids[2], reason="no longer needed")
+        assert cancelled.status is InvocationStatus.CANCELLED
+        done = [orchestrator.wait(i, timeout=60) for i in ids[:2]]
+        assert [d.status for d in done] == [InvocationStatus.SUCCEEDED] * 2
+        requests = httpx.get(f"{handle.url}/stats").json()["totals"]["requests"]
+        assert requests == 2, "the cancelled call must never reach the provider"
+        assert time.monotonic() - started < 10
+        assert orchestrator.get(ids[2]).status is InvocationStatus.CANCELLED
+    finally:
+        handle.stop()

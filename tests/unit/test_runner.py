@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from orchestrator.breakers import Breakers, MemoryBreakerStore
 from orchestrator.errors import (
+    InvocationCancelled,
     ProviderOutage,
     RetryLater,
     StepFailed,
@@ -65,7 +66,8 @@ class CannedLLM:
         self.result = ChatResult(content, "sim", prompt, completion)
 
     def complete(self, messages: list[dict[str, str]], *, max_tokens: int,
-                 temperature: float = 0.0) -> Completion:
+                 temperature: float = 0.0,
+                 should_stop: Callable[[], bool] | None = None) -> Completion:
         return Completion(self.result, "primary", "k-1", 0.0, 1)
 
 
@@ -521,3 +523,32 @@ def test_step_stuck_past_its_hard_limit_gets_its_process_killed() -> None:
     killed.clear()
     heartbeat.beat(renew=False)
     assert killed == []
+
+
+
+def test_cancelled_invocation_stops_at_its_next_step_without_recording() -> None:
+    fleet = Fleet(_flow(("one", lambda ctx: {"n": 1}), ("two", lambda ctx: {"n": 2})))
+    context = fleet.run(fleet.submit(), 0)
+    fleet.claims.cancel(context["invocation_id"], "operator said so")
+    with pytest.raises(InvocationCancelled, match="operator said so"):
+        fleet.run(context, 1)
+    _, records, _ = fleet.claims.snapshot(context["invocation_id"])
+    assert set(records) == {0}
+
+
+def test_step_sees_its_invocation_cancelled_while_it_runs() -> None:
+    seen: list[bool] = []
+    holder: dict[str, Fleet] = {}
+
+    def watchful(ctx: StepContext) -> dict[str, bool]:
+        holder["fleet"].claims.cancel(ctx.invocation_id, "mid-step")
+        seen.append(ctx.cancelled())
+        raise InvocationCancelled("stopped early")
+
+    fleet = Fleet(_flow(("watch", watchful)))
+    holder["fleet"] = fleet
+    context = fleet.submit()
+    with pytest.raises(InvocationCancelled):
+        fleet.run(context, 0)
+    assert seen == [True]
+    assert fleet.claims.snapshot(context["invocation_id"])[1] == {}
