@@ -18,6 +18,14 @@ It supervises itself:
   ``orch:state-quarantine`` hash, out of the dirty index, kept in Redis; the rest of the
   batch is flushed. Writing the key again takes it out of quarantine once the new
   version is flushed.
+
+A record is marked clean only when PostgreSQL took its version, or already holds exactly
+it (a round that died before marking it). One PostgreSQL holds at an equal or newer
+version with other content is reconciled instead (:func:`orchestrator.state.writeback.
+reconcile`): a copy older than PostgreSQL's, which a restored or failed-over Redis
+brings back, gives way to PostgreSQL's; a second history is kept aside, with a warning.
+A round also notices when the shard's Redis is another server than at the last round (a
+restart, a restore, a failover) and says what was at risk.
 """
 
 from __future__ import annotations
@@ -40,8 +48,8 @@ from orchestrator.constants import (
     STATE_RECORD,
 )
 from orchestrator.lua import script
-from orchestrator.state.writeback import Shard
-from orchestrator.store.state_rows import StateRows, is_outage
+from orchestrator.state.writeback import Shard, reconcile
+from orchestrator.store.state_rows import StateRows, StoredState, is_outage
 
 log = logging.getLogger(__name__)
 LAG_SAMPLES = 10_000
@@ -62,6 +70,8 @@ class _Pending:
     record_key: str
     key: str
     version: bytes  # as read, compared as such when quarantining
+    value: bytes = b""
+    epoch: bytes = b""
 
 
 def cause(exc: BaseException) -> str:
@@ -99,6 +109,8 @@ class Flusher:
         self.lease_ms = int(lease_seconds * 1000)
         self.prefix_len = len(STATE_RECORD.format(key=""))
         self.quarantine = script(shard.client, "orchestrator.state", "quarantine")
+        # The shard's server (run_id), its dirty count and when, as of the last round.
+        self.server: tuple[str, int, float] | None = None
 
     def flush_once(self) -> RoundResult:
         """One round. Raises ``redis.RedisError`` or ``SQLAlchemyError`` when the shard
@@ -109,32 +121,39 @@ class Flusher:
         read.time()
         read.zrange(STATE_DIRTY, 0, self.batch - 1)
         read.hlen(STATE_QUARANTINE)
-        (seconds, micros), raw_keys, quarantined_before = read.execute()
+        read.info("server")
+        read.zcard(STATE_DIRTY)
+        (seconds, micros), raw_keys, quarantined_before, server, waiting = read.execute()
+        self._notice(str(server["run_id"]), int(waiting))
         read_at_ms = int(seconds) * 1000 + int(micros) // 1000
         record_keys = [k.decode() for k in raw_keys]
         if not record_keys:
             return RoundResult(0, 0)
         pipe = client.pipeline(transaction=False)
         for record_key in record_keys:
-            pipe.hmget(record_key, "v", "ver")
+            pipe.hmget(record_key, "v", "ver", "ep")
         values = pipe.execute()
         rows: list[dict[str, object]] = []
         pending: dict[str, _Pending] = {}
         refused: list[tuple[_Pending, str]] = []
-        for record_key, (value, version) in zip(record_keys, values, strict=True):
+        for record_key, (value, version, epoch) in zip(record_keys, values, strict=True):
             if version is None or not value:
                 client.zrem(STATE_DIRTY, record_key)  # nothing to persist
                 continue
-            found = _Pending(record_key, record_key[self.prefix_len:], version)
+            found = _Pending(record_key, record_key[self.prefix_len:], version, value,
+                             epoch or b"")
             row, problem = _row(found.key, value, version)
             if row is None:
                 refused.append((found, problem))
                 continue
             rows.append(row)
             pending[found.key] = found
-        for refusal in self.rows.upsert_newer(rows):
+        upserted = self.rows.upsert_newer(rows)
+        for refusal in upserted.refused:
             refused.append((pending.pop(refusal.key), refusal.reason))
         set_aside = sum(self._set_aside(found, reason) for found, reason in refused)
+        for key in [k for k in pending if k not in upserted.written]:
+            self._not_taken(pending.pop(key), upserted.held.get(key), pending)
         flushed = list(pending.values())
         cleaned = int(self.shard.clean(
             keys=[STATE_DIRTY, STATE_FLUSH_LAGS, *(p.record_key for p in flushed)],
@@ -145,6 +164,35 @@ class Flusher:
             # Written again and flushed since it was set aside: out of quarantine.
             client.hdel(STATE_QUARANTINE, *(p.key for p in flushed))
         return RoundResult(len(record_keys), cleaned, set_aside)
+
+    def _notice(self, run_id: str, waiting: int) -> None:
+        if self.server is not None and self.server[0] != run_id:
+            log.warning(
+                "flusher %s: the shard's Redis is another server than at the last round "
+                "(server changed: run_id %s... now %s...): a restart, a restore or a "
+                "failover. Writes acknowledged there and not yet flushed are lost unless "
+                "this server holds them (%d record(s) were waiting %.1fs ago); records it "
+                "holds are checked against PostgreSQL before their next use",
+                self.shard.name, self.server[0][:8], run_id[:8], self.server[1],
+                time.monotonic() - self.server[2])
+        self.server = (run_id, waiting, time.monotonic())
+
+    def _not_taken(self, found: _Pending, held: StoredState | None,
+                   pending: dict[str, _Pending]) -> None:
+        """A row PostgreSQL did not write: it holds the same version or a newer one.
+        Marked clean (back in ``pending``) only if it holds exactly this record."""
+        if held is None:
+            return  # the row is gone since: stays dirty, the next round writes it
+        if held.version == int(found.version) and held.value == json.loads(found.value):
+            pending[found.key] = found  # an earlier round wrote it, then died
+            return
+        outcome = reconcile(self.shard, found.key, held, version=found.version,
+                            value=found.value, epoch=found.epoch)
+        if outcome == "adopted":
+            log.warning("flusher %s: state %r was dirty at version %s, older than "
+                        "PostgreSQL's %d (the Redis data came back older): replaced by "
+                        "PostgreSQL's, which descends from it", self.shard.name,
+                        found.key, found.version.decode(), held.version)
 
     def _set_aside(self, found: _Pending, reason: str) -> int:
         done = int(self.quarantine(keys=[STATE_DIRTY, STATE_QUARANTINE, found.record_key],

@@ -35,7 +35,8 @@ from orchestrator.store.models import StateRow
 from orchestrator.store.reconnect import reconnecting
 
 # A newer version in PostgreSQL is never overwritten by an older one, whatever the
-# order of flushes.
+# order of flushes. It returns the keys it wrote: a row left out holds an equal or newer
+# version, which the flusher must not take for its own.
 _UPSERT_NEWER = text(
     """
     INSERT INTO agent_state (key, value, version)
@@ -44,8 +45,10 @@ _UPSERT_NEWER = text(
     ON CONFLICT (key) DO UPDATE
         SET value = EXCLUDED.value, version = EXCLUDED.version
       WHERE agent_state.version < EXCLUDED.version
+    RETURNING key
     """
 )
+_HELD = text("SELECT key, value, version FROM agent_state WHERE key = ANY(:keys)")
 
 
 # SQLSTATE classes that blame the data, not the server: data exception (22), integrity
@@ -113,6 +116,16 @@ class StoredState(NamedTuple):
     version: int
 
 
+class Upserted(NamedTuple):
+    """What :meth:`StateRows.upsert_newer` did with a batch: the keys it wrote, the rows
+    PostgreSQL refused, and for the others (where it holds the same version or a newer
+    one) what it holds."""
+
+    written: set[str]
+    refused: list[RefusedRow]
+    held: dict[str, StoredState]
+
+
 class StateRows:
     """The ``agent_state`` table."""
 
@@ -155,14 +168,26 @@ class StateRows:
                 ) from exc
             return StoredState(row.key, dict(row.value), row.version)
 
-    def upsert_newer(self, rows: list[dict[str, Any]]) -> list[RefusedRow]:
+    def upsert_newer(self, rows: list[dict[str, Any]]) -> Upserted:
         """Write ``rows`` (``key``, ``value``, ``version``), each only where PostgreSQL
-        holds no newer version: one statement, unless PostgreSQL refuses some rows'
-        data; those are left out and returned with the reason, the others written.
+        holds an older version or none: one statement, unless PostgreSQL refuses some
+        rows' data; those are left out and returned with the reason, the others written.
+        Rows it did not write are returned with what it holds instead (read after the
+        write, so only when some were not written).
 
         Raises ``SQLAlchemyError`` when PostgreSQL is unreachable or fails otherwise."""
-        return write_separating_refused(rows, self._upsert)
+        written: set[str] = set()
+        refused = write_separating_refused(rows, lambda batch: written.update(
+            self._upsert(batch)))
+        out = written | {r.key for r in refused}
+        left = [str(row["key"]) for row in rows if row["key"] not in out]
+        return Upserted(written, refused, self._held(left) if left else {})
 
-    def _upsert(self, rows: list[dict[str, Any]]) -> None:
+    def _upsert(self, rows: list[dict[str, Any]]) -> list[str]:
         with self.auto.connect() as conn:
-            conn.execute(_UPSERT_NEWER, {"rows": json.dumps(rows)})
+            return list(conn.execute(_UPSERT_NEWER, {"rows": json.dumps(rows)}).scalars())
+
+    def _held(self, keys: list[str]) -> dict[str, StoredState]:
+        with self.auto.connect() as conn:
+            found = conn.execute(_HELD, {"keys": keys})
+            return {k: StoredState(k, dict(v), int(ver)) for k, v, ver in found}
