@@ -109,7 +109,10 @@ class Reconciler:
         if leading and self.client.get(RECONCILER_LEADER) == self.owner.encode():
             self.client.delete(RECONCILER_LEADER)
 
-    def reconcile_once(self) -> Report:
+    def reconcile_once(self, *, act: bool = True) -> Report:
+        """One pass over the unfinished invocations older than the stall time. With
+        ``act=False`` nothing changes: the report says what a pass would do (``status``
+        shows it as the stalled invocations)."""
         report = Report()
         after: Unfinished | None = None
         while True:
@@ -119,7 +122,7 @@ class Reconciler:
             for invocation in page:
                 report.checked += 1
                 try:
-                    self._reconcile(invocation, report)
+                    self._reconcile(invocation, report, act=act)
                 except UnknownWorkflow as exc:
                     # Deployed without this workflow's module: whoever has it reconciles.
                     report.unknown.append(invocation.id)
@@ -130,7 +133,7 @@ class Reconciler:
                     log.exception("reconciling invocation %s failed", invocation.id)
             after = page[-1]
 
-    def _reconcile(self, invocation: Unfinished, report: Report) -> None:
+    def _reconcile(self, invocation: Unfinished, report: Report, *, act: bool) -> None:
         progress = self.claims.progress(invocation.id)
         if progress.live_claims:
             return  # a step is running and renewing its claim
@@ -144,7 +147,8 @@ class Reconciler:
         if ending is None and len(records) == len(workflow.steps):
             ending = records[len(workflow.steps) - 1]
         if ending is not None:
-            self._complete(invocation, records, ending)
+            if act:
+                self._complete(invocation, records, ending)
             report.completed.append(invocation.id)
             return
         start = next(i for i in range(len(workflow.steps)) if i not in records)
@@ -152,11 +156,17 @@ class Reconciler:
         if not self._due(step.kind.queue, idle_ms):
             return
         if progress.redispatches >= self.max_redispatches:
+            if not act:
+                report.failed.append(invocation.id)
+                return
             self._fail(invocation, progress, start,
                        f"no progress for {idle_ms / 1000:.0f}s at step {step.name} after "
                        f"{progress.redispatches} re-dispatches (ORCH_STALL_SECONDS="
                        f"{self.stall_seconds:.0f})")
             report.failed.append(invocation.id)
+            return
+        if not act:
+            report.redispatched.append(invocation.id)
             return
         count_now = self.claims.mark_redispatched(invocation.id)
         context = {"invocation_id": invocation.id, "workflow": workflow.name,

@@ -295,6 +295,16 @@ class InvocationStore:
         return {str(r[0]): int(r[1]) for r in rows}
 
     @reconnecting
+    def counts_since(self, seconds: float) -> dict[str, int]:
+        """Invocations created in the last ``seconds``, per status."""
+        with self.auto.connect() as conn:
+            rows = conn.execute(text(
+                "SELECT status, count(*) FROM invocations "
+                "WHERE created_at >= now() - make_interval(secs => :s) GROUP BY status"),
+                {"s": seconds}).all()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    @reconnecting
     def counts_by_workflow(self) -> list[tuple[str, str, int]]:
         """(workflow, status, count) for every pair present."""
         with self.auto.connect() as conn:
