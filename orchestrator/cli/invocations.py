@@ -19,6 +19,7 @@ AsJson = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 Since = Annotated[str | None, typer.Option(
     help="only those created since: a duration back from now (30m, 1h, 2d) or an ISO time")]
 OUTPUT_CHARS = 400  # what `inspect` shows of an output or payload without --full
+CELL_CHARS = 60  # of a step's output in the steps table
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -40,11 +41,11 @@ def parse_since(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _clip(value: Any, full: bool) -> str:
+def _clip(value: Any, full: bool, chars: int = OUTPUT_CHARS) -> str:
     text = json.dumps(value, ensure_ascii=False)
-    if full or len(text) <= OUTPUT_CHARS:
+    if full or len(text) <= chars:
         return text
-    return f"{text[:OUTPUT_CHARS]}... ({len(text)} characters; --full shows all)"
+    return f"{text[:chars]}... ({len(text)} characters; --full shows all)"
 
 
 def _when(at: datetime | None) -> str:
@@ -116,7 +117,8 @@ def inspect(
                     [(str(s.index), s.name, s.kind, s.status.value, str(s.attempts),
                       f"{s.duration:.3f}s" if s.duration is not None else "-",
                       str(s.tokens.total), "yes" if s.fallback else "",
-                      s.error or _clip(s.output, full)) for s in invocation.steps],
+                      s.error or _clip(s.output, full, CELL_CHARS))
+                     for s in invocation.steps],
                     right=["#", "attempts", "duration", "tokens"]))
     out.print(table("timeline", ["at", "event"],
                     [(_when(at), what) for at, what in timeline(invocation)]))
