@@ -15,4 +15,7 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         pool_pre_ping=False,
         pool_recycle=1800,
         connect_args={"connect_timeout": 5},
+        # A statement's error never quotes its parameters: they are payloads, outputs and
+        # state values, and the error reaches logs, dead letters and the CLI.
+        hide_parameters=True,
     )
