@@ -146,6 +146,7 @@ def wait(invocation_id: str, timeout: float | None = None) -> Invocation:
         delay = min(delay * 1.5, 0.25)
 
 
+@_reaching_services
 def cancel(invocation_id: str, *, reason: str | None = None) -> Invocation:
     """Cancel a queued or running invocation: no further step starts, a step waiting in
     a retry countdown stops at its next delivery; the status becomes ``cancelled`` with
@@ -157,6 +158,7 @@ def cancel(invocation_id: str, *, reason: str | None = None) -> Invocation:
     return ops.cancel(subsystems.current(), invocation_id, reason=reason)
 
 
+@_reaching_services
 def replay(invocation_id: str) -> str:
     """Run a ``failed`` or ``cancelled`` invocation again from its first step that did not
     succeed, reusing the outputs of the steps that did (same id, back to ``queued``).
@@ -166,6 +168,7 @@ def replay(invocation_id: str) -> str:
     return ops.replay(subsystems.current(), invocation_id)
 
 
+@_reaching_services
 def invocations(*, status: InvocationStatus | str | None = None, workflow: str | None = None,
                 since: datetime | None = None, limit: int = 100) -> list[Invocation]:
     """Invocations matching every filter given, newest first, at most ``limit``. Their
