@@ -4,12 +4,14 @@ PostgreSQL."""
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from sqlalchemy import text
 
 import orchestrator
 from config import Settings
@@ -17,6 +19,7 @@ from orchestrator import subsystems
 from orchestrator.invocation import InvocationStatus
 from orchestrator.metrics import registry
 from orchestrator.ops.queues import QueueControl
+from orchestrator.store.metrics_queries import MetricsQueries
 from tests.procs import Fleet, wait_for
 
 
@@ -122,3 +125,40 @@ def test_without_postgresql_the_scrape_answers_with_what_redis_knows(
     assert "orchestrator_invocation_latency_seconds_bucket" not in found
     assert any("postgresql part of this scrape is missing" in r.getMessage()
                for r in caplog.records)
+
+
+def test_window_histograms_count_a_value_in_the_bucket_of_its_bound(settings: Settings) -> None:
+    """``le`` buckets include their bound; a value above every bound is only in +Inf; an
+    invocation finished before the window is not counted; steps join their workflow."""
+    engine = subsystems.current().runtime.engine
+    workflow = f"bounds-{uuid.uuid4().hex[:8]}"
+    rows = [(0.5, 0), (1.0, 0), (1.2, 0), (5000.0, 0), (1.0, 900)]  # (latency, ended ago)
+    with engine.begin() as conn:
+        for i, (latency, ago) in enumerate(rows):
+            invocation_id = f"{workflow}-{i}"
+            conn.execute(text(
+                "INSERT INTO invocations (id, workflow, payload, status, step_count, "
+                "prompt_tokens, completion_tokens, created_at, finished_at) VALUES "
+                "(:id, :wf, '{}', 'succeeded', 1, 100, 20, "
+                "now() - make_interval(secs => :ago + :latency), "
+                "now() - make_interval(secs => :ago))"),
+                {"id": invocation_id, "wf": workflow, "latency": latency, "ago": ago})
+            conn.execute(text(
+                "INSERT INTO invocation_steps (invocation_id, idx, name, kind, status, "
+                "attempts, fallback, prompt_tokens, completion_tokens, started_at, "
+                "finished_at) VALUES (:id, 0, 'only', 'tool', :status, 3, true, 0, 0, "
+                "now() - interval '2 seconds', now() - interval '1 second')"),
+                {"id": invocation_id, "status": "failed" if i == 0 else "done"})
+    figures = MetricsQueries(engine).read(
+        window_seconds=300, stall_seconds=600, latency_bounds=(0.5, 1.0, 2.0),
+        step_bounds=(0.5, 1.0, 2.0), token_bounds=(100, 120, 200))
+    assert figures.latency.buckets((workflow, "succeeded")) == [
+        ("0.5", 1), ("1.0", 2), ("2.0", 3), ("+Inf", 4)]
+    assert figures.latency.sums[(workflow, "succeeded")] == pytest.approx(5002.7, abs=0.1)
+    assert figures.tokens.buckets((workflow,)) == [
+        ("100.0", 0), ("120.0", 4), ("200.0", 4), ("+Inf", 4)]
+    assert figures.step_duration.buckets((workflow, "only", "tool")) == [
+        ("0.5", 0), ("1.0", 4), ("2.0", 4), ("+Inf", 4)]
+    outcome = figures.step_outcomes[(workflow, "only", "tool")]
+    assert (outcome.failed, outcome.retries, outcome.fallbacks) == (1, 8, 4)
+    assert (workflow, "succeeded", 5) in figures.invocations
