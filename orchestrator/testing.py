@@ -384,18 +384,3 @@ class MemoryInvocationStore:
                 status = row.invocation.status.value
                 found[status] = found.get(status, 0) + 1
             return found
-
-    def counts_by_workflow(self) -> list[tuple[str, str, int]]:
-        with self._lock:
-            found: dict[tuple[str, str], int] = {}
-            for row in self._rows.values():
-                pair = (row.invocation.workflow, row.invocation.status.value)
-                found[pair] = found.get(pair, 0) + 1
-            return [(w, s, n) for (w, s), n in sorted(found.items())]
-
-    def recent_token_totals(self, limit: int = 1000) -> list[float]:
-        with self._lock:
-            done = sorted((r.invocation for r in self._rows.values()
-                           if r.invocation.finished_at is not None),
-                          key=lambda inv: inv.finished_at or self._now(), reverse=True)
-            return [float(inv.tokens.total) for inv in done[:limit]]

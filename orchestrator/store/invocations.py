@@ -304,25 +304,6 @@ class InvocationStore:
                 {"s": seconds}).all()
         return {str(r[0]): int(r[1]) for r in rows}
 
-    @reconnecting
-    def counts_by_workflow(self) -> list[tuple[str, str, int]]:
-        """(workflow, status, count) for every pair present."""
-        with self.auto.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT workflow, status, count(*) FROM invocations GROUP BY workflow, status"
-            )).all()
-        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
-
-    @reconnecting
-    def recent_token_totals(self, limit: int = 1000) -> list[float]:
-        """Tokens (prompt + completion) of the ``limit`` most recently finished."""
-        with self.auto.connect() as conn:
-            rows = conn.execute(text(
-                "SELECT prompt_tokens + completion_tokens FROM invocations "
-                "WHERE finished_at IS NOT NULL ORDER BY finished_at DESC LIMIT :n"),
-                {"n": limit}).all()
-        return [float(r[0]) for r in rows]
-
 
 def _ts(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000.0, tz=UTC)
