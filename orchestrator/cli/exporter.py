@@ -3,6 +3,7 @@ from this process (or one scrape printed)."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
@@ -10,8 +11,9 @@ from prometheus_client import generate_latest, start_http_server
 from prometheus_client.registry import CollectorRegistry
 
 from orchestrator import logs, subsystems
-from orchestrator.cli.output import err
 from orchestrator.metrics import registry
+
+log = logging.getLogger(__name__)
 
 
 def _registry() -> CollectorRegistry:
@@ -31,6 +33,7 @@ def serve(*, port: int, address: str) -> None:
     logs.configure(subsystems.current().settings.log_format)
     found = _registry()
     start_http_server(port, addr=address, registry=found)
-    err.print(f"metrics on http://{address}:{port}/metrics (Ctrl-C stops)")
+    log.info("exporter started: metrics on http://%s:%d/metrics (Ctrl-C stops)", address,
+             port)
     while True:  # the server runs in a daemon thread
         time.sleep(3600)
