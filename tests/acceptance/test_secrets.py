@@ -358,7 +358,13 @@ def test_up_writes_every_variable_to_a_private_file_and_prints_none(
         assert proc.wait(60) == 0, log.read_text()
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            # up stops its workers, flusher and reconciler (each in a process group of its
+            # own) on SIGINT; a SIGKILL would leave them running.
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
     assert not env_file.exists()
     texts = {"orchestrator up": log.read_text(errors="replace"),
              "status from the env file": reached.stdout + reached.stderr}
