@@ -9,7 +9,8 @@ This module only mounts the command groups, one module each: :mod:`~orchestrator
 :mod:`~orchestrator.cli.state` (``state``). What they print and the exit
 codes live in :mod:`~orchestrator.cli.output`.
 
-Exit codes: 0 done; 1 the work itself failed (e.g. a demo invocation failed or was lost);
+Exit codes: 0 done; 1 the work itself failed (e.g. a demo invocation failed or was lost)
+or Redis/PostgreSQL did not answer (the line names the variable);
 2 bad input or configuration (the message says what and how to fix it);
 3 backpressure (retry after the printed number of seconds).
 """
