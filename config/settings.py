@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     stall_seconds: int = Field(
         default=600, description="an unfinished invocation without progress this long is "
                                  "re-dispatched (or failed) by the reconciler")
+    retention_days: int = Field(
+        default=30, description="finished invocations older than this are deleted, in "
+                                "batches, by the reconciler (0: kept for ever)")
     reconcile_max_redispatches: int = Field(
         default=3, description="re-dispatches of one stalled invocation before it fails")
 
@@ -239,7 +242,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a positive number of seconds, got {value}")
         return value
 
-    @field_validator("step_max_retries", "reconcile_max_redispatches")
+    @field_validator("step_max_retries", "reconcile_max_redispatches", "retention_days")
     @classmethod
     def _non_negative(cls, value: int) -> int:
         if value < 0:

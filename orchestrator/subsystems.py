@@ -117,7 +117,8 @@ class Subsystems:
                           producer=rt.producer, workflows=registry,
                           stall_seconds=self.settings.stall_seconds,
                           max_redispatches=self.settings.reconcile_max_redispatches,
-                          owner=self.identity.owner())
+                          owner=self.identity.owner(),
+                          retention_days=self.settings.retention_days)
 
     def close(self) -> None:
         """Stop this process's tool threads and close its connections."""

@@ -4,7 +4,9 @@ The normal paths (retries counted by the runner, recording that never acks a los
 leases with a heartbeat, the poison-message counter) finish every invocation on their
 own. The reconciler is for what they cannot see: a message deleted from the broker, a
 Redis that lost its queues, a producer that died between its insert and its publish, a
-delivery whose errors outlasted every retry.
+delivery whose errors outlasted every retry. It also keeps the invocations table from
+growing for ever: each pass deletes, in batches, the invocations that finished more than
+``ORCH_RETENTION_DAYS`` (default 30) ago.
 
 Every ``interval`` seconds, the active reconciler (one per fleet: a lease in Redis; the
 others stand by) looks at invocations still ``queued`` or ``running`` that are older than
@@ -48,6 +50,10 @@ from orchestrator.workflow import Registry
 log = logging.getLogger(__name__)
 
 OWNER = "reconciler"
+# Retention deletes this many invocations per statement, at most this many statements a
+# pass: short transactions, and a backlog cleared over a few passes.
+RETENTION_BATCH = 1000
+RETENTION_BATCHES = 10
 
 
 @dataclass
@@ -67,7 +73,8 @@ class Reconciler:
 
     def __init__(self, *, store: InvocationStore, claims: RedisStepClaims,
                  client: redis.Redis, producer: Celery, workflows: Registry,
-                 stall_seconds: float, max_redispatches: int, owner: str) -> None:
+                 stall_seconds: float, max_redispatches: int, owner: str,
+                 retention_days: int = 0) -> None:
         self.store = store
         self.claims = claims
         self.client = client
@@ -76,6 +83,7 @@ class Reconciler:
         self.stall_ms = int(stall_seconds * 1000)
         self.stall_seconds = stall_seconds
         self.max_redispatches = max_redispatches
+        self.retention_days = retention_days
         self.owner = owner
         self.interval = max(0.5, min(30.0, stall_seconds / 4))
         self._lead = script(client, "orchestrator.execution", "leader")
@@ -96,6 +104,7 @@ class Reconciler:
                              "active" if now_leading else "standing by")
                     leading = now_leading
                 if leading:
+                    self.expire()
                     report = self.reconcile_once()
                     if report.completed or report.redispatched or report.failed:
                         log.info("reconciled %d stalled invocations: %d completed, "
@@ -108,6 +117,25 @@ class Reconciler:
             stop.wait(self.interval)
         if leading and self.client.get(RECONCILER_LEADER) == self.owner.encode():
             self.client.delete(RECONCILER_LEADER)
+
+    def expire(self) -> int:
+        """Delete invocations finished more than ``ORCH_RETENTION_DAYS`` ago, in batches,
+        at most ``RETENTION_BATCHES`` per pass (the rest wait for the next); returns how
+        many went."""
+        if self.retention_days <= 0:
+            return 0
+        deleted = 0
+        for _ in range(RETENTION_BATCHES):
+            batch = self.store.delete_finished_before(self.retention_days,
+                                                      limit=RETENTION_BATCH)
+            deleted += batch
+            if batch < RETENTION_BATCH:
+                break
+        if deleted:
+            count(self.client, "reconciler_actions:expired", deleted)
+            log.info("deleted %d invocations finished more than %d days ago", deleted,
+                     self.retention_days)
+        return deleted
 
     def reconcile_once(self, *, act: bool = True) -> Report:
         """One pass over the unfinished invocations older than the stall time. With

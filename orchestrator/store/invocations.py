@@ -205,6 +205,18 @@ class InvocationStore:
         return row is not None
 
     @reconnecting
+    def delete_finished_before(self, days: float, *, limit: int = 1000) -> int:
+        """Delete up to ``limit`` invocations that ended more than ``days`` ago (oldest
+        first; their step rows go with them); returns how many."""
+        with self.auto.connect() as conn:
+            deleted = conn.execute(text(
+                "DELETE FROM invocations WHERE id IN ("
+                " SELECT id FROM invocations WHERE finished_at IS NOT NULL"
+                " AND finished_at < now() - make_interval(days => :days)"
+                " ORDER BY finished_at LIMIT :n)"), {"days": days, "n": limit})
+        return int(deleted.rowcount or 0)
+
+    @reconnecting
     def unfinished_before(self, seconds: float, *, after: Unfinished | None = None,
                           limit: int = 200) -> list[Unfinished]:
         """Queued or running invocations created more than ``seconds`` ago, oldest first,

@@ -251,3 +251,25 @@ def test_python_step_past_its_time_limit_fails_with_the_reason(
         timeout=40)
     assert invocation.status is InvocationStatus.FAILED
     assert invocation.error == "step first ran past its time limit of 1s (ORCH_STEP_TIME_LIMIT)"
+
+
+def test_reconciler_deletes_invocations_finished_past_the_retention(
+    settings: Settings,
+) -> None:
+    orchestrator.configure(settings.model_copy(update={"retention_days": 30}))
+    sub = subsystems.current()
+    old, recent, unfinished = (orchestrator.submit("test-probe", {"tag": f"r{i}"})
+                               for i in range(3))
+    for invocation_id in (old, recent):
+        orchestrator.cancel(invocation_id)
+    with sub.runtime.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE invocations SET finished_at = now() - interval '31 days', "
+            "created_at = now() - interval '31 days' WHERE id = %s", (old,))
+        conn.exec_driver_sql(
+            "UPDATE invocations SET created_at = now() - interval '40 days' WHERE id = %s",
+            (unfinished,))
+    assert sub.reconciler().expire() >= 1
+    assert sub.store.get(old) is None
+    assert sub.store.get(recent) is not None
+    assert sub.store.get(unfinished) is not None  # never deleted before it ends

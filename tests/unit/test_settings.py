@@ -121,6 +121,7 @@ EVERY_FIELD_CHANGED: dict[str, Any] = {
     "llm_outage_hold": 90.5,
     "stall_seconds": 75,
     "reconcile_max_redispatches": 1,
+    "retention_days": 7,
     "log_format": "json",
     "agents_concurrency": 5,
     "llm_worker_concurrency": 6,
