@@ -28,6 +28,7 @@ from orchestrator.cli import (
     incidents,
     invocations,
     keys,
+    loadtest,
     output,
     queues,
     state,
@@ -44,6 +45,7 @@ app = typer.Typer(
 )
 # Unnamed: their commands sit at the top level (`orchestrator up`, `orchestrator submit`).
 app.add_typer(fleet.app)
+app.add_typer(loadtest.app)
 app.add_typer(work.app)
 app.add_typer(invocations.app)
 app.add_typer(incidents.app)
