@@ -60,6 +60,10 @@ class ProviderFailure:
         return self.status is None or self.status == 429 or self.status >= 500
 
 
+# Rate-limit feedback of every dialect (OpenAI's and gateways' x-ratelimit-*, Anthropic's).
+_KEPT_HEADERS = ("x-", "anthropic-ratelimit-", "retry-after")
+
+
 def _retry_after(headers: httpx.Headers) -> float | None:
     if "retry-after-ms" in headers:
         try:
@@ -103,7 +107,8 @@ def chat(
         return ProviderFailure(None, f"timed out after {timeout:.0f}s", None, {})
     except httpx.HTTPError as exc:
         return ProviderFailure(None, f"{type(exc).__name__}: {exc}", None, {})
-    headers = {k.lower(): v for k, v in response.headers.items() if k.lower().startswith("x-")}
+    headers = {k.lower(): v for k, v in response.headers.items()
+               if k.lower().startswith(_KEPT_HEADERS)}
     if response.status_code != 200:
         return ProviderFailure(
             response.status_code, _error_message(response), _retry_after(response.headers),

@@ -1,10 +1,16 @@
 """The one way LLM steps reach a provider: wait for capacity, call, learn from the answer.
 
 Each call waits in the fleet-wide limiter for a key with headroom, then calls it.
-- 2xx: the lease is settled to the tokens the provider reports; ``x-ratelimit-remaining-*``
-  at zero cools that key down until its reset, so the limiter's view follows the provider's.
-- 429 (provider limits drifted): that key cools down for the retry-after and the call goes
-  back in line for another key; it never fails the step while the retry budget lasts.
+- 2xx: the lease is settled to the tokens the provider reports; a rate-limit budget at
+  zero (OpenAI's, Anthropic's or a gateway's per-scope headers,
+  :mod:`orchestrator.llm.ratelimit_headers`) cools that key down until its reset, so the
+  limiter's view follows the provider's.
+- 429 (provider limits drifted): that key cools down and the call goes back in line for
+  another key; it never fails the step while the retry budget lasts. A reset header says
+  how long; without one, a retry-after longer than ``probe_after`` is read as an upper
+  bound (gateways answer ``retry-after: 60`` whatever their window's real reset): after
+  ``probe_after`` (doubling while the probes get 429s) exactly one call probes the key,
+  and its answer brings the key back or cools it again.
 - 401/403: the key leaves the rotation fleet-wide for ``ORCH_LLM_KEY_COOLOFF``, then one
   call in the fleet probes it: an answer brings it back, a refusal doubles its cool-off
   (:mod:`orchestrator.llm.rotation`; logged by fingerprint, never by value).
@@ -21,7 +27,8 @@ were refused, with what status and when.
 from __future__ import annotations
 
 import logging
-import re
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -34,7 +41,8 @@ from orchestrator.breakers import BreakerPolicy, Breakers
 from orchestrator.errors import ProviderOutage, StepFailed, TransientStepError
 from orchestrator.llm.client import ChatRequest, ChatResult, ProviderFailure, chat
 from orchestrator.llm.keys import ApiKey, Provider
-from orchestrator.llm.limiter import Lease, Limiter, RedisLimiter
+from orchestrator.llm.limiter import WINDOW_MARGIN, Lease, Limiter, RedisLimiter
+from orchestrator.llm.ratelimit_headers import exhausted_reset, parse_reset
 from orchestrator.llm.rotation import cooloff_seconds
 from orchestrator.llm.tokens import estimate_prompt
 from orchestrator.telemetry import count
@@ -70,32 +78,21 @@ def providers(settings: Settings) -> list[Provider]:
     return found
 
 
-_RESET = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?"
-                    r"(?:(\d+(?:\.\d+)?)ms)?$")
+PROBE_AFTER = 1.0  # a fixed window on a clock up to a second off ours frees within it
 
-
-def parse_reset(value: str | None) -> float | None:
-    """OpenAI's reset durations ("1s", "6m0s", "250ms", "0.5s") in seconds."""
-    if not value:
-        return None
-    text = value.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    match = _RESET.match(text)
-    if not match or not any(match.groups()):
-        return None
-    hours, minutes, seconds, millis = (float(g) if g else 0.0 for g in match.groups())
-    return hours * 3600 + minutes * 60 + seconds + millis / 1000
+__all__ = ["Completion", "Gateway", "ProviderUnavailable", "parse_reset", "providers"]
 
 
 class Gateway:
     """LLM calls for one process, over the fleet-wide limiters of each provider."""
 
     def __init__(self, settings: Settings, client: redis.Redis, http: httpx.Client,
-                 breakers: Breakers, *, limiters: Mapping[str, Limiter] | None = None) -> None:
-        """``limiters``: one per provider name (default: the fleet's, in ``client``'s Redis)."""
+                 breakers: Breakers, *, limiters: Mapping[str, Limiter] | None = None,
+                 window_margin: float = WINDOW_MARGIN, probe_after: float = PROBE_AFTER) -> None:
+        """``limiters``: one per provider name (default: the fleet's, in ``client``'s Redis,
+        whose minute is ``window_margin`` seconds longer than the provider's).
+        ``probe_after``: seconds after a 429 without a reset header before one call
+        probes the key (doubled at each 429 in a row, never past the retry-after)."""
         self.settings = settings
         self.client = client
         self.http = http
@@ -107,8 +104,13 @@ class Gateway:
         self.limiters: dict[str, Limiter] = (
             dict(limiters) if limiters is not None else
             {p.name: RedisLimiter(client, p, lease_seconds=self.lease_seconds,
-                                  cooloff=settings.llm_key_cooloff)
+                                  cooloff=settings.llm_key_cooloff,
+                                  window_margin=window_margin)
              for p in self.providers})
+        self.probe_after = probe_after
+        # key id -> (429s in a row without a reset header, monotonic time of its probe)
+        self._strikes: dict[str, tuple[int, float]] = {}
+        self._strikes_lock = threading.Lock()
 
     @property
     def lease_seconds(self) -> float:
@@ -170,6 +172,9 @@ class Gateway:
                                 lease.key.id, provider.name)
                     count(self.client, f"llm_keys_restored:{provider.name}")
                 limiter.release(lease, outcome.prompt_tokens + outcome.completion_tokens)
+                if self._strikes:
+                    with self._strikes_lock:
+                        self._strikes.pop(lease.key.id, None)
                 count(self.client, f"llm_calls:{provider.name}")
                 count(self.client, "llm_prompt_tokens", outcome.prompt_tokens)
                 count(self.client, "llm_completion_tokens", outcome.completion_tokens)
@@ -204,10 +209,9 @@ class Gateway:
             count(self.client, f"llm_keys_revoked:{provider.name}")
             return None
         if outcome.rate_limited:
-            pause = outcome.retry_after if outcome.retry_after is not None else 1.0
+            pause = self._rate_limited(limiter, key, outcome)
             log.warning("LLM key %s got 429 from %s: cooling down %.2fs", key.id,
                         provider.name, pause)
-            limiter.cool_down(key, pause)
             count(self.client, f"llm_429:{provider.name}")
             return pause
         if outcome.transient:
@@ -215,15 +219,39 @@ class Gateway:
                                       outcome.retry_after)
         raise StepFailed(f"LLM provider {provider.name} refused the request: {outcome.reason}")
 
+    def _rate_limited(self, limiter: Limiter, key: ApiKey, outcome: ProviderFailure) -> float:
+        """Cool ``key`` down after a 429; returns the seconds before it is tried again."""
+        reset = exhausted_reset(outcome.headers)
+        ceiling = outcome.retry_after
+        if reset is not None:
+            # A reset header is finer than a retry-after: follow the sooner of the two.
+            pause = reset if ceiling is None else min(reset, ceiling)
+            limiter.cool_down(key, pause)
+            return pause
+        if ceiling is None:
+            ceiling = self.probe_after
+        now = time.monotonic()
+        with self._strikes_lock:
+            strikes, probe_at = self._strikes.get(key.id, (0, 0.0))
+            # 429s of calls admitted before the last pause ended are the same incident.
+            if now >= probe_at:
+                strikes += 1
+                probe_at = now + self.probe_after * 2 ** (strikes - 1)
+                self._strikes[key.id] = (strikes, probe_at)
+        probe = max(0.001, probe_at - now)
+        if probe >= ceiling:
+            limiter.cool_down(key, ceiling)
+            return ceiling
+        # The retry-after is only an upper bound: one call probes at ``probe``; the rest
+        # of the line waits for its answer, and for the ceiling at the latest.
+        limiter.cool_down(key, probe, probe_until=ceiling)
+        return probe
+
     @staticmethod
     def _follow_headers(limiter: Limiter, lease: Lease, headers: dict[str, str]) -> None:
-        for kind in ("requests", "tokens"):
-            remaining = headers.get(f"x-ratelimit-remaining-{kind}")
-            if remaining is None or not remaining.strip().isdigit() or int(remaining) > 0:
-                continue
-            reset = parse_reset(headers.get(f"x-ratelimit-reset-{kind}"))
-            if reset:
-                limiter.cool_down(lease.key, reset)
+        reset = exhausted_reset(headers)
+        if reset:
+            limiter.cool_down(lease.key, reset)
 
 
 def _outage(failures: list[ProviderOutage]) -> ProviderOutage:

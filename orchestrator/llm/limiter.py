@@ -46,6 +46,10 @@ HEARTBEAT = 1.0
 WAITER_TTL = 5.0
 WAIT_SAMPLES = 5000
 WINDOW_MS = 60_000
+# The fleet's default safety margin on the provider's minute (seconds; the gateway passes
+# it): a call counts until its completion + 60 s + this, which covers the spread of the
+# delay between our admission and the provider counting the call.
+WINDOW_MARGIN = 0.5
 DEFAULT_COOLOFF = 300.0  # ORCH_LLM_KEY_COOLOFF's default
 
 
@@ -82,8 +86,11 @@ class Limiter(Protocol):
         A probe lease still held ends without a verdict: the next call probes again."""
         ...
 
-    def cool_down(self, key: ApiKey, seconds: float) -> None:
-        """Keep ``key`` out of admission for ``seconds`` (after a 429 from the provider)."""
+    def cool_down(self, key: ApiKey, seconds: float, *,
+                  probe_until: float | None = None) -> None:
+        """Keep ``key`` out of admission for ``seconds`` (after a 429 from the provider).
+        ``probe_until``: from then until ``probe_until`` seconds from now, one call at a
+        time probes the key; the first answered probe ends the cool-down."""
         ...
 
     def take_out(self, key: ApiKey, status: int, *, lease: Lease | None = None) -> KeyOut | None:
@@ -124,9 +131,11 @@ class RedisLimiter:
     """Admission to one provider's keys, shared by every process through Redis."""
 
     def __init__(self, client: redis.Redis, provider: Provider, *, lease_seconds: float,
-                 cooloff: float = DEFAULT_COOLOFF) -> None:
-        """``cooloff``: seconds a refused key stays out before its first probe."""
+                 cooloff: float = DEFAULT_COOLOFF, window_margin: float = 0.0) -> None:
+        """``cooloff``: seconds a refused key stays out before its first probe;
+        ``window_margin``: seconds a call keeps counting past the provider's minute."""
         self.client = client
+        self.window_ms = WINDOW_MS + int(window_margin * 1000)
         self.provider = provider
         self.lease_ms = int(lease_seconds * 1000)
         self.cooloff_ms = int(cooloff * 1000)
@@ -156,7 +165,7 @@ class RedisLimiter:
                               len(self.provider.keys)]
         for key in self.provider.keys:
             args += [key.id, key.rpm, key.tpm, key.concurrency]
-        args.append(self._wake)
+        args += [self._wake, self.window_ms]
         return args
 
     def acquire(self, tokens: int, *, max_wait: float,
@@ -221,19 +230,33 @@ class RedisLimiter:
 
     def release(self, lease: Lease, actual_tokens: int | None) -> None:
         """End ``lease``; settle its tokens to ``actual_tokens`` (None: keep the estimate)."""
-        leases, _reqs, toks, toksum, _cool, probe = self._key_names[lease.key.id]
+        leases, reqs, toks, toksum, cool, probe = self._key_names[lease.key.id]
         self._release(
-            keys=[leases, toks, toksum, self._waiters, self._wake, probe],
+            keys=[leases, toks, toksum, self._waiters, self._wake, probe, reqs, cool],
             args=[lease.id, -1 if actual_tokens is None else actual_tokens],
         )
 
-    def cool_down(self, key: ApiKey, seconds: float) -> None:
-        """Keep ``key`` out of admission for ``seconds`` (after a 429 from the provider)."""
+    def cool_down(self, key: ApiKey, seconds: float, *,
+                  probe_until: float | None = None) -> None:
+        """Keep ``key`` out of admission for ``seconds`` (after a 429 from the provider).
+        ``probe_until``: from then until ``probe_until`` seconds from now, one call at a
+        time probes the key; the first answered probe ends the cool-down."""
         cool = self._key_names[key.id][4]
-        until_ms = self._now_ms() + int(seconds * 1000)
-        current = int(self.client.get(cool) or 0)
-        if until_ms > current:
-            self.client.set(cool, until_ms, px=max(1, int(seconds * 1000)))
+        now = self._now_ms()
+        until_ms = now + int(seconds * 1000)
+        probing = probe_until is not None and probe_until > seconds
+        end_ms = now + int((probe_until if probing and probe_until else seconds) * 1000)
+        pipe = self.client.pipeline(transaction=True)
+        pipe.get(cool)
+        pipe.pttl(cool)
+        raw, ttl = pipe.execute()
+        current_until, current_probe = _cooldown(raw)
+        # Merged with a cool-down already set: the later end, and probing if either probes.
+        if current_probe and int(ttl) > 0:
+            probing, end_ms = True, max(end_ms, now + int(ttl))
+        until_ms = max(until_ms, current_until)
+        value = f"{until_ms}|p" if probing else str(until_ms)
+        self.client.set(cool, value, px=max(1, end_ms - now, until_ms - now))
         self._wake_head()
 
     def _now_ms(self) -> int:
@@ -278,7 +301,7 @@ class RedisLimiter:
         for key in self.provider.keys:
             leases, reqs, _toks, _toksum, cool, probe = self._key_names[key.id]
             pipe.zcount(leases, now, "+inf")
-            pipe.zrangebyscore(reqs, f"({now - WINDOW_MS}", "+inf")
+            pipe.zrangebyscore(reqs, f"({now - self.window_ms}", "+inf")
             pipe.get(cool)
             pipe.exists(probe)
         replies = pipe.execute()
@@ -288,7 +311,7 @@ class RedisLimiter:
             toks = self._key_names[key.id][2]
             used = sum(int(v or 0) for v in self.client.hmget(toks, recent)) if recent else 0
             record = out.get(key.id)
-            cooling_ms = max(0, int(cooled or 0) - now)
+            cooling_ms = max(0, _cooldown(cooled)[0] - now)
             found.append(KeyStatus(
                 provider=self.provider.name, key=key.id,
                 state=key_state(record, probing=bool(probing), cooling_ms=cooling_ms),
@@ -319,3 +342,12 @@ class RedisLimiter:
             key.id: int(self.client.zcount(self._key_names[key.id][0], now_ms, "+inf"))
             for key in self.provider.keys
         }
+
+
+def _cooldown(value: bytes | str | None) -> tuple[int, bool]:
+    """A cooldown string: (until ms, whether one call at a time probes after it)."""
+    if not value:
+        return 0, False
+    text = value.decode() if isinstance(value, bytes) else value
+    until, _, flag = text.partition("|")
+    return int(until), flag == "p"

@@ -38,6 +38,7 @@ class _KeyLog:
     requests: dict[str, int] = field(default_factory=dict)  # lease -> start ms
     tokens: dict[str, int] = field(default_factory=dict)  # lease -> tokens, in the window
     cooldown_until: int = 0
+    rate_probe_until: int = 0  # after the cooldown and until then, one call at a time
     probe: tuple[str, int] | None = None  # the probing lease and its expiry ms
 
 
@@ -55,8 +56,9 @@ class MemoryLimiter:
 
     def __init__(self, provider: Provider, *, lease_seconds: float,
                  cooloff: float = DEFAULT_COOLOFF,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, window_margin: float = 0.0) -> None:
         self.provider = provider
+        self.window_ms = WINDOW_MS + int(window_margin * 1000)
         self.lease_ms = int(lease_seconds * 1000)
         self.cooloff = cooloff
         self.clock = clock
@@ -86,7 +88,7 @@ class MemoryLimiter:
             del self._line[head]
         if next(iter(self._line), None) != waiter:
             return _Answer("wait", 0)
-        best, best_room = -1, -1.0
+        best, best_room, best_rate_probe = -1, -1.0, False
         probe_pick = -1
         soonest: int | None = None
         next_probe: int | None = None
@@ -123,6 +125,7 @@ class MemoryLimiter:
                         probe_pick = index
                 elif room > best_room:
                     best, best_room = index, room
+                    best_rate_probe = self._logs[key.id].rate_probe_until > now
             elif wait > 0 and (soonest is None or wait < soonest):
                 soonest = wait
         if usable == 0:
@@ -131,7 +134,7 @@ class MemoryLimiter:
             return _Answer("toolarge", largest_tpm)
         probing = probe_pick >= 0
         if probing:
-            best = probe_pick
+            best, best_rate_probe = probe_pick, False
         if best < 0:
             # A key whose cool-off ends first may be probed then: look again at that time.
             if next_probe is not None and (soonest is None or next_probe < soonest):
@@ -141,7 +144,7 @@ class MemoryLimiter:
         log.leases[lease] = now + self.lease_ms
         log.requests[lease] = now
         log.tokens[lease] = wanted
-        if probing:
+        if probing or best_rate_probe:
             log.probe = (lease, now + self.lease_ms)
         del self._line[waiter]
         self._wake()  # the next in line may fit too
@@ -153,9 +156,12 @@ class MemoryLimiter:
         log = self._logs[key.id]
         if log.cooldown_until > now:
             return log.cooldown_until - now
+        if log.rate_probe_until > now and log.probe is not None and log.probe[1] > now:
+            return 0  # one call is probing the provider's window: its answer wakes us
         log.leases = {k: v for k, v in log.leases.items() if v > now}
         # Requests older than the window leave it, and so do their tokens.
-        for member in [m for m, start in log.requests.items() if start <= now - WINDOW_MS]:
+        for member in [m for m, start in log.requests.items()
+                       if start <= now - self.window_ms]:
             del log.requests[member]
             log.tokens.pop(member, None)
         active, recent = len(log.leases), len(log.requests)
@@ -165,13 +171,13 @@ class MemoryLimiter:
         wait = 0
         by_start = sorted(log.requests.items(), key=lambda item: (item[1], item[0]))
         if recent >= key.rpm:
-            wait = by_start[0][1] + WINDOW_MS - now
+            wait = by_start[0][1] + self.window_ms - now
         if used + wanted > key.tpm:
             need, freed = used + wanted - key.tpm, 0
             for member, start in by_start:
                 freed += log.tokens.get(member, 0)
                 if freed >= need:
-                    wait = max(wait, start + WINDOW_MS - now)
+                    wait = max(wait, start + self.window_ms - now)
                     break
         # A full semaphore needs no timer: the release that frees a slot wakes us.
         return wait
@@ -225,8 +231,12 @@ class MemoryLimiter:
     def release(self, lease: Lease, actual_tokens: int | None) -> None:
         """End ``lease``; settle its tokens to ``actual_tokens`` (None: keep the estimate)."""
         with self._changed:
+            now = self._now_ms()
             log = self._logs[lease.key.id]
             log.leases.pop(lease.id, None)
+            # The request counts in the minute from its completion too.
+            if lease.id in log.requests:
+                log.requests[lease.id] = max(log.requests[lease.id], now)
             # Absent when the request already left the window: nothing left to settle.
             if actual_tokens is not None and lease.id in log.tokens:
                 log.tokens[lease.id] = actual_tokens
@@ -234,13 +244,23 @@ class MemoryLimiter:
             # the key stays due, and the next call in line probes it.
             if log.probe is not None and log.probe[0] == lease.id:
                 log.probe = None
+                # A probe after a 429 that got an answer: the window has room again.
+                if actual_tokens is not None and log.cooldown_until <= now:
+                    log.rate_probe_until = 0
             self._wake()
 
-    def cool_down(self, key: ApiKey, seconds: float) -> None:
-        """Keep ``key`` out of admission for ``seconds`` (after a 429 from the provider)."""
+    def cool_down(self, key: ApiKey, seconds: float, *,
+                  probe_until: float | None = None) -> None:
+        """Keep ``key`` out of admission for ``seconds`` (after a 429 from the provider).
+        ``probe_until``: from then until ``probe_until`` seconds from now, one call at a
+        time probes the key; the first answered probe ends the cool-down."""
         with self._changed:
+            now = self._now_ms()
             log = self._logs[key.id]
-            log.cooldown_until = max(log.cooldown_until, self._now_ms() + int(seconds * 1000))
+            log.cooldown_until = max(log.cooldown_until, now + int(seconds * 1000))
+            if probe_until is not None and probe_until > seconds:
+                log.rate_probe_until = max(log.rate_probe_until,
+                                           now + int(probe_until * 1000))
             self._wake()
 
     def take_out(self, key: ApiKey, status: int, *, lease: Lease | None = None) -> KeyOut | None:
@@ -293,7 +313,8 @@ class MemoryLimiter:
             found = []
             for key in self.provider.keys:
                 log = self._logs[key.id]
-                recent = [m for m, start in log.requests.items() if start > now - WINDOW_MS]
+                recent = [m for m, start in log.requests.items()
+                          if start > now - self.window_ms]
                 used = sum(log.tokens.get(m, 0) for m in recent)
                 record = self._out.get(key.id)
                 cooling_ms = max(0, log.cooldown_until - now)

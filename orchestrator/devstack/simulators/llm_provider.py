@@ -1,8 +1,16 @@
 """An OpenAI-compatible chat provider that enforces per-key limits exactly.
 
 ``POST /v1/chat/completions`` with Bearer keys. Each key has requests-per-minute and
-tokens-per-minute over a rolling 60 s window and a concurrency limit; over any of them
-the answer is a 429 with ``retry-after`` and OpenAI's ``x-ratelimit-*`` headers. Tokens
+tokens-per-minute and a concurrency limit; over any of them the answer is a 429 with
+``retry-after`` and rate-limit headers. The minute is a rolling 60 s window
+(``window="rolling"``, the default) or, like many gateways, fixed one-minute windows on
+the simulator's own wall clock starting at ``window_phase`` seconds past each minute
+(``window="fixed"``). ``retry_after`` replaces every 429's real wait by a fixed figure
+(gateways answer ``retry-after: 60`` whatever the reset). ``header_style`` picks the
+dialect: ``openai`` (``x-ratelimit-remaining-requests``, ``x-ratelimit-reset-requests``
+as a duration), ``anthropic`` (``anthropic-ratelimit-requests-remaining``,
+``...-reset`` as an RFC 3339 time) or ``gateway`` (``x-ratelimit-<header_scope>-limit-
+requests`` and ``-remaining-requests``, and the same for tokens, no reset). Tokens
 are reserved on admission (prompt estimate + max_tokens) and settled to the real usage
 when the completion ends. Latency, 5xx errors, hangs and a full outage are injectable,
 also at run time (``POST /admin/config``). ``GET /stats`` is the ground truth the tests
@@ -19,6 +27,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
@@ -48,6 +57,26 @@ class LLMSimConfig:
     hang_seconds: float = 120.0
     outage: bool = False
     model: str = "sim-gpt"
+    window: str = "rolling"  # rolling | fixed
+    window_phase: float = 0.0  # fixed windows start this many seconds past each minute
+    retry_after: float | None = None  # every 429 says this, whatever the real wait
+    header_style: str = "openai"  # openai | anthropic | gateway
+    header_scope: str = "key"  # the <scope> of the gateway style's header names
+
+    def __post_init__(self) -> None:
+        if self.window not in WINDOWS:
+            raise ValueError(f"window must be one of {WINDOWS}, not {self.window!r}")
+        if self.header_style not in HEADER_STYLES:
+            raise ValueError(f"header_style must be one of {HEADER_STYLES}, "
+                             f"not {self.header_style!r}")
+
+
+WINDOWS = ("rolling", "fixed")
+HEADER_STYLES = ("openai", "anthropic", "gateway")
+
+
+def _rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
 def estimate_tokens(messages: list[dict[str, Any]]) -> int:
@@ -62,6 +91,7 @@ class KeyState:
     token_amounts: dict[str, int] = field(default_factory=dict)
     in_flight: int = 0
     revoked: bool = False
+    fixed_index: int | None = None  # the fixed window ``requests`` and ``tokens`` count
     stats: dict[str, int] = field(default_factory=lambda: {
         "requests": 0, "succeeded": 0, "rate_limited_429": 0, "429_rpm": 0, "429_tpm": 0,
         "429_concurrency": 0, "unauthorized": 0, "server_errors": 0, "hangs": 0,
@@ -69,7 +99,15 @@ class KeyState:
         "max_requests_60s": 0, "max_tokens_60s": 0,
     })
 
-    def prune(self, now: float) -> None:
+    def prune(self, now: float, fixed_index: int | None = None) -> None:
+        if fixed_index is not None:
+            # A fixed window forgets everything at its boundary, however recent.
+            if fixed_index != self.fixed_index:
+                self.fixed_index = fixed_index
+                self.requests.clear()
+                self.tokens.clear()
+                self.token_amounts.clear()
+            return
         while self.requests and self.requests[0] <= now - WINDOW:
             self.requests.popleft()
         while self.tokens and self.tokens[0][0] <= now - WINDOW:
@@ -88,18 +126,56 @@ class LLMProvider:
         self.keys = {k: KeyState(i) for i, k in enumerate(config.keys)}
         self.started = time.monotonic()
 
-    def headers(self, state: KeyState, now: float) -> dict[str, str]:
-        c = self.config
-        used = state.tokens_used()
+    def _window(self) -> tuple[int | None, float]:
+        """The fixed window's index and seconds until it ends (rolling: None, 0)."""
+        if self.config.window != "fixed":
+            return None, 0.0
+        shifted = time.time() - self.config.window_phase
+        index = math.floor(shifted / WINDOW)
+        return index, (index + 1) * WINDOW - shifted
+
+    def prune(self, state: KeyState, now: float) -> None:
+        state.prune(now, self._window()[0])
+
+    def resets(self, state: KeyState, now: float) -> tuple[float, float]:
+        """Seconds until a request, and until the oldest tokens, leave the count."""
+        index, left = self._window()
+        if index is not None:
+            return left, left
         reset_req = (state.requests[0] + WINDOW - now) if state.requests else 0.0
         reset_tok = (state.tokens[0][0] + WINDOW - now) if state.tokens else 0.0
+        return max(0.0, reset_req), max(0.0, reset_tok)
+
+    def headers(self, state: KeyState, now: float) -> dict[str, str]:
+        c = self.config
+        left_req = max(0, c.rpm - len(state.requests))
+        left_tok = max(0, c.tpm - state.tokens_used())
+        reset_req, reset_tok = self.resets(state, now)
+        if c.header_style == "anthropic":
+            wall = time.time()
+            return {
+                "anthropic-ratelimit-requests-limit": str(c.rpm),
+                "anthropic-ratelimit-requests-remaining": str(left_req),
+                "anthropic-ratelimit-requests-reset": _rfc3339(wall + reset_req),
+                "anthropic-ratelimit-tokens-limit": str(c.tpm),
+                "anthropic-ratelimit-tokens-remaining": str(left_tok),
+                "anthropic-ratelimit-tokens-reset": _rfc3339(wall + reset_tok),
+            }
+        if c.header_style == "gateway":
+            scope = c.header_scope
+            return {
+                f"x-ratelimit-{scope}-limit-requests": str(c.rpm),
+                f"x-ratelimit-{scope}-remaining-requests": str(left_req),
+                f"x-ratelimit-{scope}-limit-tokens": str(c.tpm),
+                f"x-ratelimit-{scope}-remaining-tokens": str(left_tok),
+            }
         return {
             "x-ratelimit-limit-requests": str(c.rpm),
-            "x-ratelimit-remaining-requests": str(max(0, c.rpm - len(state.requests))),
-            "x-ratelimit-reset-requests": f"{max(0.0, reset_req):.3f}s",
+            "x-ratelimit-remaining-requests": str(left_req),
+            "x-ratelimit-reset-requests": f"{reset_req:.3f}s",
             "x-ratelimit-limit-tokens": str(c.tpm),
-            "x-ratelimit-remaining-tokens": str(max(0, c.tpm - used)),
-            "x-ratelimit-reset-tokens": f"{max(0.0, reset_tok):.3f}s",
+            "x-ratelimit-remaining-tokens": str(left_tok),
+            "x-ratelimit-reset-tokens": f"{reset_tok:.3f}s",
         }
 
     @staticmethod
@@ -112,8 +188,12 @@ class LLMProvider:
         state.stats["rate_limited_429"] += 1
         state.stats[f"429_{reason}"] += 1
         headers = self.headers(state, now)
-        headers["retry-after"] = str(max(1, math.ceil(wait)))
-        headers["retry-after-ms"] = str(max(1, int(wait * 1000)))
+        if self.config.retry_after is not None:
+            # A coarse gateway: one figure for every 429, and no finer header beside it.
+            headers["retry-after"] = f"{self.config.retry_after:g}"
+        else:
+            headers["retry-after"] = str(max(1, math.ceil(wait)))
+            headers["retry-after-ms"] = str(max(1, int(wait * 1000)))
         return self.error(429, f"Rate limit reached ({reason}) for key #{state.index}",
                           "requests" if reason != "tpm" else "tokens", headers,
                           "rate_limit_exceeded")
@@ -136,19 +216,19 @@ class LLMProvider:
         except (ValueError, KeyError, TypeError):
             return self.error(400, "messages is required", "invalid_request_error")
         now = time.monotonic()
-        state.prune(now)
+        self.prune(state, now)
         if c.outage:
             state.stats["server_errors"] += 1
             return self.error(503, "The server is overloaded or not ready.", "server_error")
         if state.in_flight >= c.concurrency:
             return self.too_many(state, now, "concurrency", 1.0)
+        reset_req, reset_tok = self.resets(state, now)
         if len(state.requests) >= c.rpm:
-            return self.too_many(state, now, "rpm", state.requests[0] + WINDOW - now)
+            return self.too_many(state, now, "rpm", reset_req)
         prompt = estimate_tokens(messages)
         reserved = prompt + max_tokens
         if state.tokens_used() + reserved > c.tpm:
-            wait = state.tokens[0][0] + WINDOW - now if state.tokens else WINDOW
-            return self.too_many(state, now, "tpm", wait)
+            return self.too_many(state, now, "tpm", reset_tok if state.tokens else WINDOW)
         rid = uuid.uuid4().hex
         state.requests.append(now)
         state.tokens.append((now, rid))
@@ -178,7 +258,7 @@ class LLMProvider:
             s["prompt_tokens"] += prompt
             s["completion_tokens"] += completion
             done = time.monotonic()
-            state.prune(done)
+            self.prune(state, done)
             return JSONResponse({
                 "id": f"chatcmpl-{rid[:24]}", "object": "chat.completion",
                 "created": int(time.time()), "model": body.get("model") or c.model,
@@ -240,7 +320,7 @@ def create_app(config: LLMSimConfig | None = None) -> Starlette:
                                           f"known: {sorted(_PATCHABLE)}"}, status_code=400)
         try:
             provider.config = replace(provider.config, **patch)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse({"config": {k: v for k, v in asdict(provider.config).items()
                                         if k != "keys"}})

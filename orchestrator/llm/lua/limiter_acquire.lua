@@ -3,11 +3,13 @@
 --       3 ticket counter, 4 keys out of rotation (hash key id ->
 --       "status|first ms|last ms|probe at ms|strikes"), then 6 per API key:
 --       leases (zset lease->expiry ms), requests (zset lease->start ms),
---       tokens (hash lease->tokens), token sum (string), cooldown (string: until ms),
---       probe lease (string: the probing lease's id, expiring with it).
+--       tokens (hash lease->tokens), token sum (string), cooldown (string: until ms,
+--       "|p" appended when one call at a time probes the key after it until the string
+--       expires), probe lease (string: the probing lease's id, expiring with it).
 -- ARGV: 1 waiter id, 2 lease id, 3 tokens wanted, 4 lease ms, 5 waiter ttl ms,
---       6 number of API keys, then per key: id, rpm, tpm, concurrency; last: the wake
---       list prefix (a waiter blocks on prefix .. waiter id).
+--       6 number of API keys, then per key: id, rpm, tpm, concurrency; then the wake
+--       list prefix (a waiter blocks on prefix .. waiter id); last: the window in ms (the
+--       provider's minute and our safety margin).
 -- Returns {"granted", key index (1-based), now_ms, "1" when this call probes a key out of
 -- rotation else "0"} | {"wait", ms until capacity could exist (0: unknown, a release will
 -- wake us)} | {"nokeys", ms until the first probe may go} | {"toolarge", largest tpm}.
@@ -15,7 +17,7 @@ local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local waiter, lease, wanted = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local lease_ms, waiter_ttl, nkeys = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-local WINDOW = 60000
+local WINDOW = tonumber(ARGV[8 + nkeys * 4]) or 60000
 
 if not redis.call("ZSCORE", KEYS[1], waiter) then
   redis.call("ZADD", KEYS[1], redis.call("INCR", KEYS[3]), waiter)
@@ -38,7 +40,7 @@ if head ~= waiter then
 end
 
 local PARTS = 6
-local best, best_room = nil, -1
+local best, best_room, best_rate_probe = nil, -1, false
 local probe_pick = nil
 local soonest = nil
 local next_probe = nil
@@ -52,7 +54,7 @@ for i = 1, nkeys do
   local id, rpm, tpm, conc = ARGV[a + 1], tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3]),
     tonumber(ARGV[a + 4])
   -- A key out of rotation is cooling off, or due: then exactly one call probes it.
-  local considered, due = true, false
+  local considered, due, rate_probe = true, false, false
   local out = redis.call("HGET", KEYS[4], id)
   if out then
     local probe_at = tonumber(string.match(out, "^%d+|%d+|%d+|(%d+)|"))
@@ -76,10 +78,15 @@ for i = 1, nkeys do
     usable = usable + 1
     if tpm > largest_tpm then largest_tpm = tpm end
     local wait = nil
-    local cooled = tonumber(redis.call("GET", cool) or "0")
+    local cooled, probing_flag = string.match(redis.call("GET", cool) or "0", "^(%d+)(|?p?)$")
+    cooled = tonumber(cooled) or 0
     if cooled > now then
       wait = cooled - now
+    elseif probing_flag == "|p" and redis.call("PTTL", probe) ~= -2 then
+      -- One call is probing the provider's window after a 429: its answer wakes the line.
+      wait = nil
     else
+      rate_probe = probing_flag == "|p"
       redis.call("ZREMRANGEBYSCORE", leases, "-inf", now)
       -- Requests older than the window leave it, and so do their tokens.
       local old = redis.call("ZRANGEBYSCORE", reqs, "-inf", now - WINDOW)
@@ -99,7 +106,7 @@ for i = 1, nkeys do
         if due then
           if not probe_pick then probe_pick = i end
         elseif room > best_room then
-          best, best_room = i, room
+          best, best_room, best_rate_probe = i, room, rate_probe
         end
       else
         if recent >= rpm then
@@ -130,7 +137,7 @@ if usable == 0 then return {"nokeys", tostring(next_probe or 0)} end
 if wanted > largest_tpm then return {"toolarge", tostring(largest_tpm)} end
 local probing = "0"
 if probe_pick then
-  best, probing = probe_pick, "1"
+  best, probing, best_rate_probe = probe_pick, "1", false
 end
 if not best then
   -- A key whose cool-off ends first may be probed then: look again at that time.
@@ -144,7 +151,9 @@ redis.call("ZADD", KEYS[base + 2], now, lease)
 redis.call("HSET", KEYS[base + 3], lease, wanted)
 redis.call("INCRBY", KEYS[base + 4], wanted)
 for k = 1, 5 do redis.call("PEXPIRE", KEYS[base + k], WINDOW * 2 + lease_ms) end
-if probing == "1" then redis.call("SET", KEYS[base + 6], lease, "PX", lease_ms) end
+if probing == "1" or best_rate_probe then
+  redis.call("SET", KEYS[base + 6], lease, "PX", lease_ms)
+end
 redis.call("ZREM", KEYS[1], waiter)
 redis.call("HDEL", KEYS[2], waiter)
 -- The next in line may fit too (another key, or room left on this one): let it look.
