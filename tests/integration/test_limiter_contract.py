@@ -280,3 +280,53 @@ def test_admitted_calls_leave_their_wait_as_a_sample(backend: Backend) -> None:
     assert limiter.wait_samples() == [pytest.approx(lease.waited, abs=1e-3)]
     limiter.reset_wait_samples()
     assert limiter.wait_samples() == []
+
+
+def test_coarse_429_cooldown_ends_with_one_probe_at_a_time(backend: Backend) -> None:
+    key = _key("sk-a")
+    limiter = backend.make(key)
+    limiter.cool_down(key, 0.2, probe_until=5.0)
+    assert _refused(limiter)
+    assert _state(limiter, key) is KeyState.COOLING
+    backend.wait(0.25)
+    probe = limiter.acquire(10, max_wait=0)  # one call probes the provider's window
+    assert probe.key == key and not probe.probe  # not a probe of a refused key
+    assert _refused(limiter)  # the others wait for its answer
+    limiter.release(probe, 10)  # it answered: the key takes calls again, many at once
+    held = [limiter.acquire(10, max_wait=0) for _ in range(3)]
+    assert len({lease.key for lease in held}) == 1
+
+
+def test_probe_without_an_answer_leaves_the_next_call_to_probe(backend: Backend) -> None:
+    key = _key("sk-a")
+    limiter = backend.make(key)
+    limiter.cool_down(key, 0.1, probe_until=5.0)
+    backend.wait(0.15)
+    limiter.release(limiter.acquire(10, max_wait=0), None)  # a 5xx: no verdict
+    probe = limiter.acquire(10, max_wait=0)
+    assert _refused(limiter)
+    limiter.release(probe, 10)
+    assert not _refused(limiter)
+
+
+def test_probing_ends_when_the_retry_after_does(backend: Backend) -> None:
+    key = _key("sk-a")
+    limiter = backend.make(key)
+    limiter.cool_down(key, 0.1, probe_until=0.3)
+    backend.wait(0.15)
+    limiter.acquire(10, max_wait=0)  # a probe that never answers
+    assert _refused(limiter)
+    backend.wait(0.2)
+    assert not _refused(limiter) and not _refused(limiter)
+
+
+def test_a_longer_cooldown_is_kept_when_a_shorter_probe_one_comes(backend: Backend) -> None:
+    key, other = _key("sk-a"), _key("sk-b", concurrency=1)
+    limiter = backend.make(key, other)
+    limiter.cool_down(key, 0.4)
+    limiter.cool_down(key, 0.1, probe_until=0.3)
+    backend.wait(0.15)
+    assert limiter.acquire(10, max_wait=0).key == other
+    assert _refused(limiter)
+    backend.wait(0.3)
+    assert limiter.acquire(10, max_wait=0).key == key

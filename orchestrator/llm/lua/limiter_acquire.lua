@@ -150,7 +150,8 @@ redis.call("ZADD", KEYS[base + 1], now + lease_ms, lease)
 redis.call("ZADD", KEYS[base + 2], now, lease)
 redis.call("HSET", KEYS[base + 3], lease, wanted)
 redis.call("INCRBY", KEYS[base + 4], wanted)
-for k = 1, 5 do redis.call("PEXPIRE", KEYS[base + k], WINDOW * 2 + lease_ms) end
+-- Not the cooldown (part 5): its expiry is when a probing cool-down ends.
+for k = 1, 4 do redis.call("PEXPIRE", KEYS[base + k], WINDOW * 2 + lease_ms) end
 if probing == "1" or best_rate_probe then
   redis.call("SET", KEYS[base + 6], lease, "PX", lease_ms)
 end
