@@ -44,7 +44,8 @@ def draw(lab: LabResult, path: Path) -> None:
     axes[1].set_ylim(-0.05, 1.05)
     axes[5].set_ylim(-0.05, 1.15)
     for ax in axes[1:]:
-        ax.legend(fontsize=7, loc="upper right")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="upper right")
     axes[0].legend(fontsize=7, loc="upper left", ncol=3)
     axes[-1].set_xlabel(f"lab seconds (one lab minute = {lab.scenario.lab_minute_stands_for:g} "
                         f"minutes of the day)")

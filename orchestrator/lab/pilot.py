@@ -3,8 +3,8 @@
 read-modify-write of the customer record with no version check.
 
 A Celery app of its own (JSON only, queue :data:`QUEUE`, Celery's defaults otherwise:
-early acks, prefetch 4). Workers: ``celery -A orchestrator.lab.pilot worker -Q lab-pilot
--b REDIS_URL --pool threads``. Everything a task needs (endpoints, keys, where to record)
+early acks, prefetch 4). Workers: ``celery -A orchestrator.lab.pilot -b REDIS_URL worker
+-Q lab-pilot --pool threads``. Everything a task needs (endpoints, keys, where to record)
 travels in its message, so nothing reads the environment. Each task records its outcome
 in the Redis hash ``<prefix>:results``; one that never records is lost.
 """

@@ -274,7 +274,7 @@ class PilotProfile(Profile):
                 worker = WorkerProcess(
                     {}, pilot.QUEUE, log_dir=self.lab.log_dir, name=name,
                     command=[sys.executable, "-m", "celery", "-A", "orchestrator.lab.pilot",
-                             "worker", "-Q", pilot.QUEUE, "-b", self.lab.redis.url,
+                             "-b", self.lab.redis.url, "worker", "-Q", pilot.QUEUE,
                              "--pool", "threads", "--concurrency", str(threads),
                              "--hostname", f"{name}@%h", "--without-gossip",
                              "--without-mingle", "--loglevel", "INFO"])
