@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import httpx
 import openai
@@ -14,6 +16,7 @@ from orchestrator.devstack.simulators.llm_provider import create_app as llm_app
 from orchestrator.devstack.simulators.server import ServerHandle, start_server
 from orchestrator.devstack.simulators.tool_server import ToolSimConfig
 from orchestrator.devstack.simulators.tool_server import create_app as tools_app
+from orchestrator.llm.ratelimit_headers import Budget, exhausted_reset, read_budgets
 
 KEY = "sim-key-1"
 
@@ -98,3 +101,63 @@ def test_tool_server_latency_outage_and_stats() -> None:
         stats = httpx.get(f"{tools.url}/stats").json()["tools"]["lookup_order"]
         assert stats["calls"] == 3 and stats["ok"] == 1 and stats["errors"] == 1
         assert stats["hangs"] == 1
+
+
+def _phase_for_boundary_in(seconds: float) -> float:
+    """The ``window_phase`` that puts a fixed window's boundary ``seconds`` from now."""
+    return (time.time() + seconds) % 60
+
+
+def test_fixed_window_counts_on_the_simulators_clock_and_forgets_at_its_boundary() -> None:
+    config = LLMSimConfig(keys=(KEY,), rpm=3, concurrency=5, latency=0.0, jitter=0.0,
+                          window="fixed", window_phase=_phase_for_boundary_in(1.5))
+    with start_server(llm_app(config)) as gateway:
+        assert [_chat(gateway.url).status_code for _ in range(4)] == [200, 200, 200, 429]
+        limited = _chat(gateway.url)
+        assert 0 < float(limited.headers["retry-after-ms"]) / 1000 <= 1.5
+        time.sleep(float(limited.headers["retry-after-ms"]) / 1000 + 0.05)
+        assert [_chat(gateway.url).status_code for _ in range(4)] == [200, 200, 200, 429]
+        stats = httpx.get(f"{gateway.url}/stats").json()["keys"]["0"]
+        assert stats["429_rpm"] == 3 and stats["succeeded"] == 6
+
+
+def test_coarse_gateway_says_retry_after_60_whatever_the_reset() -> None:
+    config = LLMSimConfig(keys=(KEY,), rpm=1, latency=0.0, jitter=0.0, window="fixed",
+                          window_phase=_phase_for_boundary_in(30), retry_after=60,
+                          header_style="gateway", header_scope="minute")
+    with start_server(llm_app(config)) as gateway:
+        ok = _chat(gateway.url)
+        assert ok.headers["x-ratelimit-minute-remaining-requests"] == "0"
+        assert ok.headers["x-ratelimit-minute-limit-requests"] == "1"
+        assert "x-ratelimit-remaining-requests" not in ok.headers
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=0)
+        with pytest.raises(openai.RateLimitError) as refused:
+            client.chat.completions.create(
+                model="sim-gpt", max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+        headers = refused.value.response.headers
+        assert headers["retry-after"] == "60" and "retry-after-ms" not in headers
+        requests, tokens = read_budgets(headers)
+        assert requests == Budget("minute", "requests", 0, None)
+        assert tokens.kind == "tokens" and tokens.remaining and tokens.reset is None
+
+
+def test_anthropic_style_states_resets_as_rfc3339_times() -> None:
+    config = LLMSimConfig(keys=(KEY,), rpm=2, latency=0.0, jitter=0.0,
+                          header_style="anthropic")
+    with start_server(llm_app(config)) as provider:
+        for _ in range(2):
+            ok = _chat(provider.url)
+        assert ok.headers["anthropic-ratelimit-requests-remaining"] == "0"
+        reset = datetime.fromisoformat(ok.headers["anthropic-ratelimit-requests-reset"])
+        assert 58 < reset.timestamp() - time.time() <= 60.5
+        assert exhausted_reset(ok.headers) == pytest.approx(60, abs=2)
+        assert _chat(provider.url).status_code == 429
+
+
+def test_unknown_window_or_header_style_is_refused_at_run_time(llm: ServerHandle) -> None:
+    for patch in ({"window": "sliding"}, {"header_style": "azure"}):
+        response = httpx.post(f"{llm.url}/admin/config", json=patch)
+        assert response.status_code == 400 and "must be one of" in response.text
+    switched = httpx.post(f"{llm.url}/admin/config", json={"window": "fixed",
+                                                          "retry_after": 60})
+    assert switched.json()["config"]["window"] == "fixed"
