@@ -165,7 +165,7 @@ class RedisLimiter:
                               len(self.provider.keys)]
         for key in self.provider.keys:
             args += [key.id, key.rpm, key.tpm, key.concurrency]
-        args += [self._wake, self.window_ms]
+        args += [self._wake, self.window_ms, self._waits, "0", WAIT_SAMPLES]
         return args
 
     def acquire(self, tokens: int, *, max_wait: float,
@@ -184,13 +184,16 @@ class RedisLimiter:
         wake = self._wake + waiter
         keys = self._keys()
         args = self._args(waiter, lease, tokens)
+        granted = False
         try:
             while True:
+                args[-2] = f"{time.monotonic() - started:.4f}"
                 reply = self._acquire(keys=keys, args=args)
                 state = reply[0].decode()
                 if state == "granted":
-                    waited = time.monotonic() - started
-                    self._record_wait(waited)
+                    # The script recorded the wait and dropped our wake-up list.
+                    granted = True
+                    waited = float(str(args[-2]))
                     return Lease(lease, self.provider.keys[int(reply[1]) - 1], tokens, waited,
                                  probe=reply[3] == b"1")
                 if state == "nokeys":
@@ -213,7 +216,8 @@ class RedisLimiter:
             self._leave(waiter)
             raise
         finally:
-            self.client.delete(wake)
+            if not granted:
+                self.client.delete(wake)
 
     def _leave(self, waiter: str) -> None:
         pipe = self.client.pipeline(transaction=False)
@@ -321,12 +325,6 @@ class RedisLimiter:
                 requests_left=max(0, key.rpm - len(recent)),
                 tokens_left=max(0, key.tpm - used)))
         return found
-
-    def _record_wait(self, waited: float) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.lpush(self._waits, f"{waited:.4f}")
-        pipe.ltrim(self._waits, 0, WAIT_SAMPLES - 1)
-        pipe.execute()
 
     def reset_wait_samples(self) -> None:
         self.client.delete(self._waits)

@@ -8,8 +8,10 @@
 --       expires), probe lease (string: the probing lease's id, expiring with it).
 -- ARGV: 1 waiter id, 2 lease id, 3 tokens wanted, 4 lease ms, 5 waiter ttl ms,
 --       6 number of API keys, then per key: id, rpm, tpm, concurrency; then the wake
---       list prefix (a waiter blocks on prefix .. waiter id); last: the window in ms (the
---       provider's minute and our safety margin).
+--       list prefix (a waiter blocks on prefix .. waiter id); the window in ms (the
+--       provider's minute and our safety margin); the wait samples list, the seconds
+--       this waiter has waited so far and how many samples to keep (recorded on grant,
+--       here, so an admitted call goes to the provider with no further round trip).
 -- Returns {"granted", key index (1-based), now_ms, "1" when this call probes a key out of
 -- rotation else "0"} | {"wait", ms until capacity could exist (0: unknown, a release will
 -- wake us)} | {"nokeys", ms until the first probe may go} | {"toolarge", largest tpm}.
@@ -157,6 +159,10 @@ if probing == "1" or best_rate_probe then
 end
 redis.call("ZREM", KEYS[1], waiter)
 redis.call("HDEL", KEYS[2], waiter)
+redis.call("DEL", ARGV[7 + nkeys * 4] .. waiter)
+local waits = ARGV[9 + nkeys * 4]
+redis.call("LPUSH", waits, ARGV[10 + nkeys * 4])
+redis.call("LTRIM", waits, 0, tonumber(ARGV[11 + nkeys * 4]) - 1)
 -- The next in line may fit too (another key, or room left on this one): let it look.
 local next_waiter = redis.call("ZRANGE", KEYS[1], 0, 0)[1]
 if next_waiter then
