@@ -47,6 +47,9 @@ def loadtest(
     out_dir: Annotated[Path, typer.Option("--out", help="where the JSON and PNG go")] =
         Path("loadtest-results"),
     faults: Annotated[bool, typer.Option(help="inject the scheduled faults")] = True,
+    skip: Annotated[list[str] | None, typer.Option(
+        help="leave out one scheduled fault (repeatable): tool_outage, llm_storm, llm_5xx, "
+             "kill_worker, restart_redis, restart_postgres, kill_reconciler")] = None,
 ) -> None:
     """The seed's traffic (time compressed) through a plain-Celery pilot and through the
     project, same arrivals and faults; tables, JSON and a PNG chart in --out. Exit 1 when
@@ -55,6 +58,11 @@ def loadtest(
         raise fail(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIO_NAMES)}")
     if profile not in PROFILE_CHOICES:
         raise fail(f"unknown profile {profile!r}; choose pilot, production or both")
+    from orchestrator.lab.faults import FAULT_KINDS
+
+    unknown = sorted(set(skip or []) - set(FAULT_KINDS))
+    if unknown:
+        raise fail(f"unknown fault {', '.join(unknown)}; choose from {', '.join(FAULT_KINDS)}")
     missing = [name for name in NEEDS if importlib.util.find_spec(name) is None]
     if missing:
         raise fail(f'orchestrator loadtest needs the bench extra ({", ".join(missing)} '
@@ -80,7 +88,8 @@ def loadtest(
 
     with bar:
         lab = runner.run_lab(scn, PROFILE_CHOICES[profile], seed=seed, out=out_dir,
-                             faults=faults, progress=progress, say=done)
+                             faults=faults, skip=frozenset(skip or []), progress=progress,
+                             say=done)
     data = report.write_json(lab, out_dir / f"{scenario}.json")
     for prof in lab.profiles:
         s = data["profiles"][prof.name]["summary"]

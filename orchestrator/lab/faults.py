@@ -26,6 +26,10 @@ class FaultTarget(Protocol):
     def kill_reconciler(self, on: bool) -> None: ...
 
 
+FAULT_KINDS = ("tool_outage", "llm_storm", "llm_5xx", "kill_worker", "restart_redis",
+               "restart_postgres", "kill_reconciler")
+
+
 @dataclass(frozen=True)
 class Fault:
     """``kind`` names a :class:`FaultTarget` method; ``start``/``end`` in lab seconds."""

@@ -158,13 +158,14 @@ def _drive(profile: Profile, scn: Scenario, schedule: list[Arrival], plan: list[
 
 
 def run_lab(scn: Scenario, profiles: list[str], *, seed: int, out: Path, faults: bool = True,
-            progress: Progress = lambda *_a: None,
+            skip: frozenset[str] = frozenset(), progress: Progress = lambda *_a: None,
             say: Callable[[str], None] = lambda _m: None) -> LabResult:
-    """Run each of ``profiles`` in turn on the same schedule and fault plan."""
+    """Run each of ``profiles`` in turn on the same schedule and fault plan (without the
+    fault kinds in ``skip``)."""
     from orchestrator.devstack.servers import EmbeddedPostgres, EmbeddedRedis
 
     schedule = arrivals(scn, seed)
-    plan = fault_plan(scn) if faults else []
+    plan = [f for f in fault_plan(scn) if f.kind not in skip] if faults else []
     result = LabResult(scn, seed, plan)
     log_dir = (out / "logs").resolve()
     with tempfile.TemporaryDirectory(prefix="orch-lab-") as tmp:
