@@ -55,6 +55,10 @@ class StateAPI:
         re-apply.
 
         ``fn`` gets ``{}`` for a new key and may run more than once, so it must be pure.
+        A write-back record that a Redis restart, restore or failover brought back older
+        than PostgreSQL's row is replaced by it at the compare-and-set, which then
+        loses, and ``fn`` is re-applied to PostgreSQL's: no increment that reached
+        PostgreSQL is lost.
         Lost races are retried with jittered exponential backoff; raises
         ``VersionConflict`` if the write has not gone in after ``UPDATE_DEADLINE_SECONDS``.
         """
@@ -66,7 +70,8 @@ class StateAPI:
         attempt = 0
         while time.monotonic() < deadline:
             attempt += 1
-            current = backend.get(key)
+            # Unchecked: put checks the record's epoch, so a stale read only loses.
+            current = backend.get(key, checked=False)
             version = 0 if current is None else current.version
             value = fn(dict(current.value) if current else {})
             text = check_value(value)

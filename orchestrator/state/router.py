@@ -22,10 +22,12 @@ class StateRouter:
     def mode(self, key: str) -> str:
         return "write-back" if self._write_back(key) else "durable"
 
-    def get(self, key: str) -> Record | None:
+    def get(self, key: str, *, checked: bool = True) -> Record | None:
+        """``checked=False``: see :meth:`WriteBackState.get` (durable reads are always
+        PostgreSQL's)."""
         if self._write_back(key):
             assert self.writeback is not None
-            return self.writeback.get(key)
+            return self.writeback.get(key, checked=checked)
         return self.durable.get(key)
 
     def put(self, key: str, value: dict[str, Any], *, expected_version: int,

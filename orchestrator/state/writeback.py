@@ -128,9 +128,17 @@ class WriteBackState:
     def shard(self, key: str) -> Shard:
         return self.shards[shard_for(key, self.names)]
 
-    def get(self, key: str) -> Record | None:
+    def get(self, key: str, *, checked: bool = True) -> Record | None:
+        """The record at ``key``. ``checked=False`` skips the epoch check (one plain
+        HMGET, no script): for a read whose result only feeds a compare-and-set, which
+        checks the epoch itself and loses if the record was stale."""
         shard = self.shard(key)
         record_key = STATE_RECORD.format(key=key)
+        if not checked:
+            value, version = shard.client.hmget(record_key, "v", "ver")
+            if version is None:
+                return self._load(shard, key)
+            return None if not value else Record(key, json.loads(value), int(version))
         for _ in range(PUT_TURNS):
             reply = shard.read(keys=[record_key])
             outcome = reply[0]
