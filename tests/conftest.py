@@ -26,6 +26,7 @@ from config.settings import SIMULATED_LLM_KEYS
 from orchestrator import runtime
 from orchestrator.store.migrate import upgrade
 from tests.procs import Fleet
+from tests.providers import provider  # noqa: F401 - the LLM provider simulator fixture
 
 REDIS_URL = os.environ.get("ORCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
 ADMIN_DATABASE_URL = os.environ.get(

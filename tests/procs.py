@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import orchestrator
+from config import Settings
 from orchestrator.devstack.processes import WorkerProcess
 
 
@@ -38,6 +40,14 @@ class Fleet:
         SIGKILL: tests need no graceful end, only a certain one."""
         for worker in self.workers:
             worker.stop(timeout=timeout)
+
+    def use(self, settings: Settings, **updates: object) -> Settings:
+        """Settings changed by ``updates``, pinned in this process and handed to every
+        worker started from now on."""
+        configured = settings.model_copy(update=updates)
+        orchestrator.configure(configured)
+        self.env.update(configured.environment())
+        return configured
 
     def logs(self) -> str:
         return "\n\n".join(f"== {w.name}\n{w.log_tail()}" for w in self.workers)

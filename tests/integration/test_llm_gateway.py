@@ -3,61 +3,19 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 import pytest
 from pydantic import SecretStr
 
 import orchestrator
 from config import Settings
 from orchestrator import subsystems
-from orchestrator.devstack.simulators.llm_provider import LLMSimConfig, create_app
-from orchestrator.devstack.simulators.server import ServerHandle, start_server
 from orchestrator.invocation import InvocationStatus
 from orchestrator.llm.keys import fingerprint
 from tests.procs import Fleet, wait_for
-
-KEYS = ("sim-key-1", "sim-key-2")
-
-
-class Provider:
-    def __init__(self, handle: ServerHandle) -> None:
-        self.handle = handle
-        self.url = f"{handle.url}/v1"
-
-    def stats(self) -> dict[str, object]:
-        return dict(httpx.get(f"{self.handle.url}/stats").json())
-
-    def admin(self, path: str, body: dict[str, object]) -> None:
-        httpx.post(f"{self.handle.url}/admin/{path}", json=body).raise_for_status()
-
-
-@pytest.fixture
-def provider() -> Iterator[Callable[..., Provider]]:
-    started: list[ServerHandle] = []
-
-    def start(**config: object) -> Provider:
-        handle = start_server(create_app(LLMSimConfig(keys=KEYS, **config)))  # type: ignore[arg-type]
-        started.append(handle)
-        return Provider(handle)
-
-    yield start
-    for handle in started:
-        handle.stop()
-
-
-def _use(settings: Settings, fleet: Fleet, **updates: object) -> Settings:
-    configured = settings.model_copy(update=updates)
-    orchestrator.configure(configured)
-    fleet.env.update(configured.environment())
-    return configured
-
-
-def _ask(n: int) -> list[str]:
-    return [orchestrator.submit("llm-ask", {"question": f"question number {i}"})
-            for i in range(n)]
+from tests.providers import KEYS, Provider, ask
 
 
 def _key_stats(stats: dict[str, object]) -> list[dict[str, int]]:
@@ -71,11 +29,11 @@ def test_demand_three_times_capacity_gives_no_429_and_no_failure(
     settings: Settings, fleet: Fleet, provider: Callable[..., Provider]
 ) -> None:
     sim = provider(concurrency=3, latency=0.2, jitter=0.0)
-    _use(settings, fleet, llm_base_url=sim.url, llm_api_keys=[SecretStr(k) for k in KEYS],
+    fleet.use(settings, llm_base_url=sim.url, llm_api_keys=[SecretStr(k) for k in KEYS],
          llm_concurrency=3)
     for _ in range(3):
         fleet.start("llm", pool="threads", concurrency=6)  # 18 slots for 6 of capacity
-    ids = _ask(60)
+    ids = ask(60)
     finished = [orchestrator.wait(i, timeout=90) for i in ids]
     assert all(f.status is InvocationStatus.SUCCEEDED for f in finished)
     stats = sim.stats()
@@ -92,11 +50,11 @@ def test_rpm_is_never_exceeded_across_processes_and_excess_is_held(
     settings: Settings, fleet: Fleet, provider: Callable[..., Provider]
 ) -> None:
     sim = provider(rpm=10, concurrency=20, latency=0.05, jitter=0.0)
-    _use(settings, fleet, llm_base_url=sim.url, llm_api_keys=[SecretStr(k) for k in KEYS],
+    fleet.use(settings, llm_base_url=sim.url, llm_api_keys=[SecretStr(k) for k in KEYS],
          llm_rpm=10, llm_concurrency=20)
     for _ in range(3):
         fleet.start("llm", pool="threads", concurrency=4)
-    ids = _ask(26)
+    ids = ask(26)
     assert wait_for(lambda: sim.stats()["totals"]["succeeded"] == 20, timeout=60)  # type: ignore[index]
     time.sleep(2)  # the six over the window's budget stay held, not sent, not failed
     stats = sim.stats()
@@ -114,11 +72,11 @@ def test_tpm_is_never_exceeded_across_processes(
 ) -> None:
     # Each call reserves its prompt estimate plus max_tokens (50): about 60 tokens.
     sim = provider(tpm=400, concurrency=20, latency=0.05, jitter=0.0, completion_tokens=50)
-    _use(settings, fleet, llm_base_url=sim.url, llm_api_keys=[SecretStr(k) for k in KEYS],
+    fleet.use(settings, llm_base_url=sim.url, llm_api_keys=[SecretStr(k) for k in KEYS],
          llm_tpm=400, llm_concurrency=20)
     for _ in range(3):
         fleet.start("llm", pool="threads", concurrency=4)
-    _ask(20)
+    ask(20)
     assert wait_for(lambda: sim.stats()["totals"]["succeeded"] >= 10, timeout=60)  # type: ignore[index]
     time.sleep(2)
     stats = sim.stats()
@@ -132,11 +90,11 @@ def test_sigkilled_worker_frees_its_slots_when_the_lease_expires(
     settings: Settings, fleet: Fleet, provider: Callable[..., Provider]
 ) -> None:
     sim = provider(concurrency=2, latency=10.0, jitter=0.0)
-    configured = _use(settings, fleet, llm_base_url=sim.url,
+    configured = fleet.use(settings, llm_base_url=sim.url,
                       llm_api_keys=[SecretStr(k) for k in KEYS], llm_concurrency=2,
                       llm_timeout=3.0)  # lease = timeout + 5 s = 8 s
     victim = fleet.start("llm", pool="threads", concurrency=4)
-    _ask(4)
+    ask(4)
     limiter = subsystems.current().llm.limiters["primary"]
     assert wait_for(lambda: sum(limiter.in_flight().values()) == 4, timeout=20)
     killed_at = time.monotonic()
@@ -146,7 +104,7 @@ def test_sigkilled_worker_frees_its_slots_when_the_lease_expires(
     assert freed_after <= configured.llm_timeout + 5.0 + 1.0
     sim.admin("config", {"latency": 0.05})
     fleet.start("llm", pool="threads", concurrency=4)
-    done = [orchestrator.wait(i, timeout=60) for i in _ask(4)]
+    done = [orchestrator.wait(i, timeout=60) for i in ask(4)]
     assert all(d.status is InvocationStatus.SUCCEEDED for d in done)
 
 
@@ -156,11 +114,11 @@ def test_revoked_key_leaves_rotation_and_work_continues(
 ) -> None:
     sim = provider(concurrency=5, latency=0.05, jitter=0.0)
     sim.admin("revoke", {"key": KEYS[0]})
-    _use(settings, fleet, llm_base_url=sim.url, llm_api_keys=[SecretStr(k) for k in KEYS],
+    fleet.use(settings, llm_base_url=sim.url, llm_api_keys=[SecretStr(k) for k in KEYS],
          llm_concurrency=5)
     for _ in range(2):
         fleet.start("llm", pool="threads", concurrency=4)
-    done = [orchestrator.wait(i, timeout=60) for i in _ask(20)]
+    done = [orchestrator.wait(i, timeout=60) for i in ask(20)]
     assert all(d.status is InvocationStatus.SUCCEEDED for d in done)
     limiter = subsystems.current().llm.limiters["primary"]
     assert limiter.revoked() == {fingerprint(KEYS[0])}
@@ -177,11 +135,11 @@ def test_provider_outage_switches_to_the_fallback(
 ) -> None:
     primary = provider(outage=True, latency=0.05)
     fallback = provider(latency=0.05, jitter=0.0)
-    _use(settings, fleet, llm_base_url=primary.url, llm_api_keys=[SecretStr(k) for k in KEYS],
+    fleet.use(settings, llm_base_url=primary.url, llm_api_keys=[SecretStr(k) for k in KEYS],
          llm_fallback_base_url=fallback.url,
          llm_fallback_api_keys=[SecretStr(k) for k in KEYS])
     fleet.start("llm", pool="threads", concurrency=4)
-    done = [orchestrator.wait(i, timeout=60) for i in _ask(12)]
+    done = [orchestrator.wait(i, timeout=60) for i in ask(12)]
     assert all(d.status is InvocationStatus.SUCCEEDED for d in done)
     assert {d.steps[0].output["provider"] for d in done} == {"fallback"}
     assert subsystems.current().breakers.get("llm-primary").status().state == "open"

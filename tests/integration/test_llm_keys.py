@@ -8,9 +8,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import httpx
 import pytest
 from pydantic import SecretStr
 from typer.testing import CliRunner
@@ -19,54 +18,15 @@ import orchestrator
 from config import Settings
 from orchestrator import subsystems
 from orchestrator.cli.app import app
-from orchestrator.devstack.simulators.llm_provider import LLMSimConfig, create_app
-from orchestrator.devstack.simulators.server import ServerHandle, start_server
 from orchestrator.invocation import InvocationStatus
 from orchestrator.llm.keys import fingerprint
 from tests.procs import Fleet, wait_for
+from tests.providers import KEYS, Provider, ask
 
-KEYS = ("sim-key-1", "sim-key-2")
 FINGERPRINTS = tuple(fingerprint(k) for k in KEYS)
 
 
-class Provider:
-    def __init__(self, handle: ServerHandle) -> None:
-        self.handle = handle
-        self.url = f"{handle.url}/v1"
 
-    def key_stats(self, index: int) -> dict[str, int]:
-        stats = httpx.get(f"{self.handle.url}/stats").json()
-        return dict(stats["keys"][str(index)])
-
-    def refuse(self, key: str, refused: bool = True) -> None:
-        httpx.post(f"{self.handle.url}/admin/revoke",
-                   json={"key": key, "revoked": refused}).raise_for_status()
-
-
-@pytest.fixture
-def provider() -> Iterator[Callable[..., Provider]]:
-    started: list[ServerHandle] = []
-
-    def start(**config: object) -> Provider:
-        handle = start_server(create_app(LLMSimConfig(keys=KEYS, **config)))  # type: ignore[arg-type]
-        started.append(handle)
-        return Provider(handle)
-
-    yield start
-    for handle in started:
-        handle.stop()
-
-
-def _use(settings: Settings, fleet: Fleet, **updates: object) -> Settings:
-    configured = settings.model_copy(update=updates)
-    orchestrator.configure(configured)
-    fleet.env.update(configured.environment())
-    return configured
-
-
-def _ask(n: int) -> list[str]:
-    return [orchestrator.submit("llm-ask", {"question": f"question number {i}"})
-            for i in range(n)]
 
 
 class Load:
@@ -104,11 +64,11 @@ def test_refused_key_comes_back_after_its_cooloff_through_exactly_one_probe(
 ) -> None:
     sim = provider(concurrency=10, latency=0.05, jitter=0.0)
     sim.refuse(KEYS[0])
-    _use(settings, fleet, llm_base_url=sim.url, llm_api_keys=[SecretStr(k) for k in KEYS],
+    fleet.use(settings, llm_base_url=sim.url, llm_api_keys=[SecretStr(k) for k in KEYS],
          llm_concurrency=3, llm_key_cooloff=3.0)
     for _ in range(2):
         fleet.start("llm", pool="threads", concurrency=4)
-    done = [orchestrator.wait(i, timeout=60) for i in _ask(8)]
+    done = [orchestrator.wait(i, timeout=60) for i in ask(8)]
     assert all(d.status is InvocationStatus.SUCCEEDED for d in done)
     limiter = subsystems.current().llm.limiters["primary"]
     [first] = limiter.out_of_rotation().values()
@@ -145,11 +105,11 @@ def test_every_primary_key_refused_the_fallback_answers(
     fallback = provider(latency=0.05, jitter=0.0)
     for key in KEYS:
         primary.refuse(key)
-    _use(settings, fleet, llm_base_url=primary.url, llm_api_keys=[SecretStr(k) for k in KEYS],
+    fleet.use(settings, llm_base_url=primary.url, llm_api_keys=[SecretStr(k) for k in KEYS],
          llm_fallback_base_url=fallback.url,
          llm_fallback_api_keys=[SecretStr(k) for k in KEYS])
     fleet.start("llm", pool="threads", concurrency=4)
-    done = [orchestrator.wait(i, timeout=60) for i in _ask(12)]
+    done = [orchestrator.wait(i, timeout=60) for i in ask(12)]
     assert [d.status for d in done] == [InvocationStatus.SUCCEEDED] * 12
     assert {d.steps[0].output["provider"] for d in done} == {"fallback"}
     assert subsystems.current().llm.limiters["primary"].revoked() == set(FINGERPRINTS)
@@ -165,10 +125,10 @@ def test_no_usable_key_and_no_fallback_fails_after_the_hold_naming_the_keys(
     sim = provider(latency=0.05, jitter=0.0)
     for key in KEYS:
         sim.refuse(key)
-    _use(settings, fleet, llm_base_url=sim.url, llm_api_keys=[SecretStr(k) for k in KEYS],
+    fleet.use(settings, llm_base_url=sim.url, llm_api_keys=[SecretStr(k) for k in KEYS],
          llm_outage_hold=4.0, llm_key_cooloff=1.0)
     fleet.start("llm", pool="threads", concurrency=4)
-    [failed] = [orchestrator.wait(i, timeout=60) for i in _ask(1)]
+    [failed] = [orchestrator.wait(i, timeout=60) for i in ask(1)]
     assert failed.status is InvocationStatus.FAILED
     assert failed.finished_at is not None
     assert (failed.finished_at - failed.created_at).total_seconds() >= 4.0  # held first
@@ -188,7 +148,7 @@ def test_keys_lists_fingerprints_and_restore_returns_a_key(
 ) -> None:
     sim = provider(latency=0.01, jitter=0.0)
     sim.refuse(KEYS[1])
-    configured = _use(settings, fleet, llm_base_url=sim.url,
+    configured = fleet.use(settings, llm_base_url=sim.url,
                       llm_api_keys=[SecretStr(k) for k in KEYS], llm_concurrency=1)
     gateway = subsystems.current().llm
     for _ in range(3):  # the refused key is met on one of them, the other answers

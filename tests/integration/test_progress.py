@@ -31,13 +31,6 @@ from tests.faults import tcp_proxy
 from tests.procs import Fleet, wait_for
 
 
-def _use(settings: Settings, fleet: Fleet, **updates: object) -> Settings:
-    configured = settings.model_copy(update=updates)
-    orchestrator.configure(configured)
-    fleet.env.update(configured.environment())
-    return configured
-
-
 def _client(settings: Settings) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url or "", decode_responses=True)
 
@@ -79,7 +72,7 @@ def provider() -> Iterator[ServerHandle]:
 def test_llm_steps_hold_through_a_45s_provider_outage_and_all_succeed(
     settings: Settings, fleet: Fleet, provider: ServerHandle
 ) -> None:
-    _use(settings, fleet, llm_base_url=f"{provider.url}/v1",
+    fleet.use(settings, llm_base_url=f"{provider.url}/v1",
          llm_api_keys=[SecretStr(k) for k in SIMULATED_LLM_KEYS])
     fleet.start("llm", pool="threads", concurrency=4)
     ids = [orchestrator.submit("llm-ask", {"question": f"q{i}"}) for i in range(6)]
@@ -159,7 +152,7 @@ def test_backpressure_inside_a_step_is_retried(settings: Settings, fleet: Fleet)
 def test_step_longer_than_its_lease_redelivered_while_running_runs_once(
     settings: Settings, fleet: Fleet
 ) -> None:
-    configured = _use(settings, fleet, step_lease_seconds=2)
+    configured = fleet.use(settings, step_lease_seconds=2)
     fleet.start("agents", concurrency=2)
     tag = uuid.uuid4().hex[:8]
     payload = {"tag": tag, "first": "sleep", "seconds": 7.0}
@@ -194,7 +187,7 @@ def test_step_that_kills_its_worker_fails_after_max_deliveries(
 def test_reconciler_finishes_an_invocation_whose_message_was_deleted(
     settings: Settings, fleet: Fleet
 ) -> None:
-    _use(settings, fleet, stall_seconds=2)
+    fleet.use(settings, stall_seconds=2)
     invocation_id = orchestrator.submit("test-probe", {"tag": uuid.uuid4().hex[:8]})
     client = _client(settings)
     assert client.llen("agents") == 1
@@ -213,7 +206,7 @@ def test_reconciler_finishes_an_invocation_whose_message_was_deleted(
 def test_reconciler_fails_an_invocation_after_its_redispatches(
     settings: Settings, fleet: Fleet
 ) -> None:
-    _use(settings, fleet, stall_seconds=1, reconcile_max_redispatches=1)
+    fleet.use(settings, stall_seconds=1, reconcile_max_redispatches=1)
     invocation_id = orchestrator.submit("test-probe", {"tag": uuid.uuid4().hex[:8]})
     client = _client(settings)
     reconciler = subsystems.current().reconciler()
@@ -244,7 +237,7 @@ def test_first_step_start_marks_the_invocation_running(
 def test_python_step_past_its_time_limit_fails_with_the_reason(
     settings: Settings, fleet: Fleet
 ) -> None:
-    _use(settings, fleet, step_time_limit=1)
+    fleet.use(settings, step_time_limit=1)
     fleet.start("agents", concurrency=1)
     invocation = orchestrator.wait(orchestrator.submit(
         "test-probe", {"tag": uuid.uuid4().hex[:8], "first": "sleep", "seconds": 5.0}),
