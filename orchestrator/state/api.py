@@ -76,7 +76,8 @@ class StateAPI:
             value = fn(dict(current.value) if current else {})
             text = check_value(value)
             try:
-                record = backend.put(key, value, expected_version=version, value_json=text)
+                record = backend.put(key, value, expected_version=version, value_json=text,
+                                     checked=False)
             except VersionConflict:
                 self._conflict(mode)
                 time.sleep(random.uniform(

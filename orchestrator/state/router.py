@@ -31,9 +31,10 @@ class StateRouter:
         return self.durable.get(key)
 
     def put(self, key: str, value: dict[str, Any], *, expected_version: int,
-            value_json: str) -> Record:
+            value_json: str, checked: bool = True) -> Record:
+        """``checked=False``: see :meth:`WriteBackState.put`."""
         if self._write_back(key):
             assert self.writeback is not None
             return self.writeback.put(key, value, expected_version=expected_version,
-                                      value_json=value_json)
+                                      value_json=value_json, checked=checked)
         return self.durable.put(key, value, expected_version=expected_version)

@@ -178,7 +178,13 @@ class WriteBackState:
             telemetry.count(self.telemetry, f"state_reconciled:{outcome}")
 
     def put(self, key: str, value: dict[str, Any], *, expected_version: int,
-            value_json: str) -> Record:
+            value_json: str, checked: bool = True) -> Record:
+        """Compare-and-set; raises ``VersionConflict`` unless the record is at
+        ``expected_version``. The script reports a conflict without checking the
+        record's epoch; ``checked`` (the default) confirms it with a checked read, so a
+        stale cache that PostgreSQL's row replaces at ``expected_version`` does not
+        refuse the write. ``checked=False`` raises at once (``update`` re-reads
+        anyway)."""
         shard = self.shard(key)
         record_key = STATE_RECORD.format(key=key)
         for _ in range(PUT_TURNS):
@@ -188,8 +194,14 @@ class WriteBackState:
             if outcome == b"ok":
                 return Record(key, value, int(reply[1]))
             if outcome == b"conflict":
+                have = int(reply[1])
+                if checked:
+                    found = self.get(key)
+                    have = 0 if found is None else found.version
+                    if have == expected_version:
+                        continue  # it was stale; PostgreSQL's row is the expected one
                 raise VersionConflict(
-                    f"state {key!r} is at version {int(reply[1])}, not {expected_version}")
+                    f"state {key!r} is at version {have}, not {expected_version}")
             if outcome == b"full":
                 raise Backpressure(
                     f"memory-layer shard {shard.name} holds {int(reply[1])} unflushed "

@@ -1,6 +1,6 @@
 -- Compare-and-set a write-back record. KEYS: 1 record hash, 2 shard's dirty index.
 -- ARGV: 1 expected version, 2 new value JSON, 3 dirty limit.
--- Returns {"ok", new version} | {"conflict", current version} | {"miss"} (not cached:
+-- Returns {"ok", new version} | {"conflict", cached version} | {"miss"} (not cached:
 -- load it from PostgreSQL first) | {"full", dirty count} (too much unflushed: refuse) |
 -- {"stale", version, value, its epoch, this server's epoch} (the record was cached by
 -- another server, or before a restart: it may be older than PostgreSQL, so it is checked
@@ -8,17 +8,20 @@
 -- A record's epoch ("ep") is the run_id (first 16 hex digits) of the server it was
 -- validated on. Redis draws a new run_id at every start and each replica has its own, so
 -- data that comes back from an AOF, an RDB or a promoted replica carries an old one.
-local epoch = string.sub(string.match(redis.call("INFO", "server"), "run_id:(%x+)"), 1, 16)
+-- A conflict writes nothing, so it is answered before the epoch is looked up (INFO is
+-- most of this script's cost, and a hot key's writers mostly conflict): the cached
+-- version it reports may be stale, and a caller that trusts it reads it checked first.
 local record = redis.call("HMGET", KEYS[1], "v", "ver", "ep")
 if not record[2] then
   return {"miss"}
 end
-if record[3] ~= epoch then
-  return {"stale", record[2], record[1] or "", record[3] or "", epoch}
-end
 local current = tonumber(record[2])
 if current ~= tonumber(ARGV[1]) then
   return {"conflict", tostring(current)}
+end
+local epoch = string.sub(string.match(redis.call("INFO", "server"), "run_id:(%x+)"), 1, 16)
+if record[3] ~= epoch then
+  return {"stale", record[2], record[1] or "", record[3] or "", epoch}
 end
 local already_dirty = redis.call("ZSCORE", KEYS[2], KEYS[1])
 if not already_dirty then
