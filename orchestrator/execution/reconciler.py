@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from celery import Celery
@@ -84,6 +85,7 @@ class Reconciler:
         self.stall_seconds = stall_seconds
         self.max_redispatches = max_redispatches
         self.retention_days = retention_days
+        self._queues: dict[str, tuple[Any, ...]] = {}  # queue -> its state, this pass
         self.owner = owner
         self.interval = max(0.5, min(30.0, stall_seconds / 4))
         self._lead = script(client, "orchestrator.execution", "leader")
@@ -142,6 +144,7 @@ class Reconciler:
         ``act=False`` nothing changes: the report says what a pass would do (``status``
         shows it as the stalled invocations)."""
         report = Report()
+        self._queues = {}
         after: Unfinished | None = None
         while True:
             page = self.store.unfinished_before(self.stall_seconds, after=after)
@@ -213,14 +216,18 @@ class Reconciler:
 
         Not while an operator holds the queue (paused, or messages parked by `drain
         --park`): the invocation waits on them. After a resume, idle time counts from it.
+        The queue is looked at once a pass, before this pass re-dispatched anything to it:
+        its own re-dispatches must not make the next stalled invocation look like waiting.
         """
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.hexists(QUEUE_PAUSES, queue)
-            pipe.llen(QUEUE_PARKED.format(queue=queue))
-            pipe.hget(QUEUE_RESUMED, queue)
-            pipe.llen(queue)
-            pipe.time()
-            paused, parked, resumed, depth, now = pipe.execute()
+        if queue not in self._queues:
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.hexists(QUEUE_PAUSES, queue)
+                pipe.llen(QUEUE_PARKED.format(queue=queue))
+                pipe.hget(QUEUE_RESUMED, queue)
+                pipe.llen(queue)
+                pipe.time()
+                self._queues[queue] = tuple(pipe.execute())
+        paused, parked, resumed, depth, now = self._queues[queue]
         if paused or parked:
             return False
         if resumed is not None:

@@ -141,7 +141,9 @@ def test_drain_park_then_redeploy_and_resume_run_the_parked_first(
     orchestrator.configure(settings.model_copy(update={"stall_seconds": 1}))
     time.sleep(1.5)
     report = subsystems.current().reconciler().reconcile_once()
-    assert report.checked > 0 and report.redispatched == [] and report.failed == []
+    # (Invocations other tests left unfinished in this database may be reconciled too.)
+    assert report.checked > 0
+    assert not set(parked_ids) & {*report.redispatched, *report.failed}
 
     # "Redeploy a fixed step": the old worker goes, a new one comes; newer work arrives.
     worker.stop()
