@@ -19,8 +19,11 @@ local current = tonumber(record[2])
 if current ~= tonumber(ARGV[1]) then
   return {"conflict", tostring(current)}
 end
-local epoch = string.sub(string.match(redis.call("INFO", "server"), "run_id:(%x+)"), 1, 16)
-if record[3] ~= epoch then
+-- A plain find of "run_id:<the record's epoch>" in INFO is the check; the epoch is
+-- parsed out only for a stale record.
+local info = redis.call("INFO", "server")
+if not record[3] or #record[3] ~= 16 or not string.find(info, "run_id:" .. record[3], 1, true) then
+  local epoch = string.sub(string.match(info, "run_id:(%x+)"), 1, 16)
   return {"stale", record[2], record[1] or "", record[3] or "", epoch}
 end
 local already_dirty = redis.call("ZSCORE", KEYS[2], KEYS[1])
