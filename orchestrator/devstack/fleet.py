@@ -3,8 +3,9 @@ profile. ``orchestrator up`` and ``orchestrator demo`` are built on it."""
 
 from __future__ import annotations
 
+import itertools
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -15,6 +16,7 @@ from config import Settings
 from config.celery import QUEUES
 from config.settings import SIMULATED_LLM_KEYS, SIMULATED_LLM_URL, SIMULATED_TOOLS_URL
 from orchestrator import runtime
+from orchestrator.devstack.netns import Host
 from orchestrator.devstack.processes import FlusherProcess, ReconcilerProcess, WorkerProcess
 from orchestrator.store.migrate import upgrade
 
@@ -76,9 +78,14 @@ def _simulators(settings: Settings, say: Progress) -> Iterator[tuple[str | None,
 @contextmanager
 def local_fleet(
     settings: Settings, *, say: Progress = lambda _m: None, start_workers: bool = True,
-    simulators: bool = True,
+    simulators: bool = True, hosts: Sequence[Host] = (),
 ) -> Iterator[LocalFleet]:
-    """Start everything ``settings`` does not point at elsewhere; stop it all on exit."""
+    """Start everything ``settings`` does not point at elsewhere; stop it all on exit.
+
+    ``hosts``: each of these simulated hosts (:mod:`orchestrator.devstack.netns`) runs a
+    worker per queue, instead of one worker per queue on this host; the flusher and the
+    reconciler stay here. ``settings`` must then name services the hosts can reach.
+    """
     with ExitStack() as stack:
         if settings.redis_url and settings.database_url:
             resolved = settings
@@ -121,12 +128,15 @@ def local_fleet(
             reconciler.start()
             fleet.reconciler = reconciler
             say(f"reconciler, log {reconciler.log_path}")
-            for queue in QUEUES:
-                # One worker per queue, with that queue's profile (``python -m workers``).
+            places: list[Host | None] = [*hosts] or [None]
+            for host, queue in itertools.product(places, QUEUES):
+                # One worker per queue (and host), with that queue's profile
+                # (``python -m workers``).
                 worker = WorkerProcess(resolved.environment(), queue, log_dir=log_dir,
-                                       name=queue)
+                                       name=queue, host=host)
                 stack.callback(worker.stop)
                 worker.start()
                 fleet.workers.append(worker)
-                say(f"worker {queue}: its queue's profile, log {worker.log_path}")
+                where = f" on {host.hostname} ({host.address})" if host else ""
+                say(f"worker {queue}{where}: its queue's profile, log {worker.log_path}")
         yield fleet

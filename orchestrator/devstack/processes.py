@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
+from orchestrator.devstack.netns import Host
 from orchestrator.errors import ServiceError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,6 +146,8 @@ class WorkerProcess(ChildProcess):
 
     ``command`` replaces the whole command line (a benchmark's plain-Celery baseline);
     it must name the worker ``--hostname <name>@%h`` so readiness can be checked.
+    ``host``: run it on a simulated host (:mod:`orchestrator.devstack.netns`), in that
+    host's network namespace under its hostname; its node is ``<name>@<hostname>``.
     """
 
     def __init__(
@@ -159,7 +162,9 @@ class WorkerProcess(ChildProcess):
         extra_args: list[str] | None = None,
         loglevel: str = "INFO",
         command: list[str] | None = None,
+        host: Host | None = None,
     ) -> None:
+        self.host = host
         name = name or f"{queues.replace(',', '-')}-{uuid.uuid4().hex[:6]}"
         profile = [*(["--pool", pool] if pool else []),
                    *(["--concurrency", str(concurrency)] if concurrency else [])]
@@ -168,7 +173,9 @@ class WorkerProcess(ChildProcess):
             "--loglevel", loglevel, "--hostname", f"{name}@%h", "--without-gossip",
             "--without-mingle", *(extra_args or []),
         ]
-        super().__init__(argv, env, log_path=log_dir / f"worker-{name}.log", name=name)
+        where = f"-{host.hostname}" if host else ""
+        super().__init__(host.wrap(argv) if host else argv, env,
+                         log_path=log_dir / f"worker-{name}{where}.log", name=name)
 
     def start(self, *, ready_timeout: float = 60.0) -> WorkerProcess:
         """Start and wait for Celery's "ready"; raises ``ServiceError`` with the log tail."""
@@ -187,7 +194,7 @@ class WorkerProcess(ChildProcess):
 
     @property
     def node_name(self) -> str:
-        return f"{self.name}@{socket.gethostname()}"
+        return f"{self.name}@{self.host.hostname if self.host else socket.gethostname()}"
 
     def _answers_ping(self) -> bool:
         # A ping works at any log level, unlike watching the log for "ready.".

@@ -11,12 +11,14 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from orchestrator.devstack.netns import at
+from orchestrator.lab.hosts import ClaimOwners, LabHosts, celery_nodes, distinct_hosts
 from orchestrator.lab.outcome import Fate, Outcome
 from orchestrator.lab.scenario import Scenario
 from orchestrator.lab.schedule import Arrival
@@ -28,7 +30,8 @@ SUBMIT_PATIENCE = 10.0
 
 @dataclass
 class LabServices:
-    """The lab's own Redis and PostgreSQL (restartable) and this profile's simulators."""
+    """The lab's own Redis and PostgreSQL (restartable), this profile's simulators, and
+    where the worker groups run (``hosts``: every URL is at ``hosts.address``)."""
 
     redis: Any  # EmbeddedRedis
     postgres: Any  # EmbeddedPostgres
@@ -37,6 +40,15 @@ class LabServices:
     keys: tuple[str, ...]
     model: str
     log_dir: Path
+    hosts: LabHosts = field(default_factory=lambda: LabHosts(None))
+
+    @property
+    def redis_url(self) -> str:
+        return at(self.redis.url, self.hosts.address)
+
+    @property
+    def database_url(self) -> str:
+        return at(self.postgres.url, self.hosts.address)
 
 
 class Profile:
@@ -102,6 +114,15 @@ class Profile:
     def breaker_states(self) -> dict[str, str]:
         return {}
 
+    def sample(self) -> None:
+        """Called by the sampler once a second (a profile's own observations)."""
+
+    def hosts_evidence(self) -> dict[str, Any]:
+        """Where the work ran: tasks per Celery node and the hosts among them, asked
+        before the fleet stops."""
+        nodes = celery_nodes(self.lab.redis_url)
+        return {"celery_nodes": nodes, "node_hosts": distinct_hosts(nodes)}
+
     def outcomes(self) -> list[Outcome]:
         raise NotImplementedError
 
@@ -123,8 +144,8 @@ class ProductionProfile(Profile):
         from orchestrator.devstack.fleet import local_fleet
 
         settings = runtime.current().settings.model_copy(update={
-            "redis_url": self.lab.redis.url, "database_url": self.lab.postgres.url,
-            "state_redis_urls": [self.lab.redis.url],
+            "redis_url": self.lab.redis_url, "database_url": self.lab.database_url,
+            "state_redis_urls": [self.lab.redis_url],
             "llm_base_url": self.lab.llm_url, "tools_url": self.lab.tools_url,
             "llm_api_keys": [SecretStr(k) for k in self.lab.keys],
             "llm_model": self.lab.model, "llm_concurrency": self.scn.llm_concurrency,
@@ -132,7 +153,8 @@ class ProductionProfile(Profile):
             # The safety net at lab speed: a killed worker's steps come back in seconds.
             "stall_seconds": 15, "data_dir": self.lab.log_dir.parent / "fleet",
         })
-        with local_fleet(settings, simulators=False) as fleet:
+        self.claims = ClaimOwners()
+        with local_fleet(settings, simulators=False, hosts=self.lab.hosts.hosts) as fleet:
             self.fleet = fleet
             self.wall0 = time.time()
             yield self
@@ -195,7 +217,28 @@ class ProductionProfile(Profile):
         except Exception:
             return {}
 
+    def sample(self) -> None:
+        """Note the owners of the step claims held right now (their host part)."""
+        from orchestrator import runtime
+        from orchestrator.execution.claims import RedisStepClaims
+
+        done: set[str] = getattr(self, "_done", set())
+        try:
+            pending = [inv for inv, _a, _t in list(self.accepted.values())
+                       if inv not in done][-300:]
+            pipe = runtime.current().redis.pipeline(transaction=False)
+            for inv in pending:
+                pipe.hgetall(RedisStepClaims.key(inv))
+            for inv, fields in zip(pending, pipe.execute(), strict=True):
+                self.claims.add(inv, fields)
+        except Exception as exc:  # Redis restarting: look again next second
+            log.debug("claim sample failed: %s", exc)
+
+    def hosts_evidence(self) -> dict[str, Any]:
+        return {**super().hosts_evidence(), "claim_owner_hosts": self.claims.by_host()}
+
     def kill_worker(self, on: bool) -> None:
+        # With --hosts, the llm worker of the first host.
         worker = next(w for w in self.fleet.workers if w.name == "llm")
         if on:
             worker.kill()
@@ -264,7 +307,7 @@ class PilotProfile(Profile):
         from orchestrator.devstack.processes import WorkerProcess
         from orchestrator.lab import pilot
 
-        pilot.app.conf.broker_url = self.lab.redis.url
+        pilot.app.conf.broker_url = self.lab.redis_url
         self.prefix = f"lab:{self.run}"
         threads = max(1, self.scn.pilot_threads // 2)
         with ExitStack() as stack:
@@ -273,8 +316,9 @@ class PilotProfile(Profile):
                 name = f"pilot{n}-{self.run}"
                 worker = WorkerProcess(
                     {}, pilot.QUEUE, log_dir=self.lab.log_dir, name=name,
+                    host=self.lab.hosts.place(n),
                     command=[sys.executable, "-m", "celery", "-A", "orchestrator.lab.pilot",
-                             "-b", self.lab.redis.url, "worker", "-Q", pilot.QUEUE,
+                             "-b", self.lab.redis_url, "worker", "-Q", pilot.QUEUE,
                              "--pool", "threads", "--concurrency", str(threads),
                              "--hostname", f"{name}@%h", "--without-gossip",
                              "--without-mingle", "--loglevel", "INFO"])
@@ -288,7 +332,7 @@ class PilotProfile(Profile):
         import redis
 
         if not hasattr(self, "_client"):
-            self._client = redis.Redis.from_url(self.lab.redis.url, socket_timeout=5)
+            self._client = redis.Redis.from_url(self.lab.redis_url, socket_timeout=5)
         return self._client
 
     def submit(self, arrival: Arrival) -> None:
@@ -296,7 +340,7 @@ class PilotProfile(Profile):
 
         now = self.lab_time(time.time())
         job_id = f"{self.run}-{arrival.index}"
-        job = {"id": job_id, "prefix": self.prefix, "redis_url": self.lab.redis.url,
+        job = {"id": job_id, "prefix": self.prefix, "redis_url": self.lab.redis_url,
                "llm_url": self.lab.llm_url,
                "key": self.lab.keys[arrival.index % len(self.lab.keys)],
                "model": self.lab.model, "tools_url": self.lab.tools_url,

