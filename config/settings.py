@@ -103,6 +103,15 @@ class Settings(BaseSettings):
         default=300.0, description="seconds a key refused with 401/403 stays out of rotation "
                                    "before one call probes it (doubling after each refused "
                                    "probe, up to an hour)")
+    llm_window_margin: float = Field(
+        default=0.5, description="seconds an LLM call keeps counting in its key's minute past "
+                                 "the provider's minute (from its admission and from its "
+                                 "completion): the spread of the provider's own clock and "
+                                 "counting delay it covers")
+    llm_probe_after: float = Field(
+        default=1.0, description="seconds after a 429 with only a retry-after (read as an "
+                                 "upper bound) before one call probes the key, doubling "
+                                 "while probes get 429s, never past the retry-after")
 
     llm_fallback_base_url: str | None = Field(default=None, description="second provider")
     llm_fallback_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
@@ -247,6 +256,23 @@ class Settings(BaseSettings):
     def _non_negative(cls, value: int) -> int:
         if value < 0:
             raise ValueError(f"must be zero or more, got {value}")
+    @field_validator("llm_window_margin")
+    @classmethod
+    def _window_margin(cls, value: float) -> float:
+        # Past a minute the key's window is doubled: a typo, not a margin.
+        if not 0 <= value <= 60:  # NaN compares false: refused too
+            raise ValueError(f"must be between 0 and 60 seconds, got {value}")
+        return value
+
+    @field_validator("llm_probe_after")
+    @classmethod
+    def _probe_after(cls, value: float) -> float:
+        # A probe needs a pause (0 would probe a key the provider just refused, at once);
+        # past a minute it is never sooner than a gateway's retry-after: 60.
+        if not 0 < value <= 60:
+            raise ValueError(f"must be more than 0 and at most 60 seconds, got {value}")
+        return value
+
         return value
 
     @property
