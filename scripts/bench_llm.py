@@ -12,10 +12,14 @@ cold start.
     python scripts/bench_llm.py --window fixed --retry-after 60 --header-style gateway
 
 Provider: 2 keys, 20 concurrent calls per key, ~0.5 s latency (RPM set high enough that
-concurrency binds). Demand: 3x the provider's concurrency kept outstanding at all times.
-Prints capacity (sum over keys of min(RPM/60, concurrency / mean latency)), completions/s,
-utilization, 429s, provider requests per LLM call and the limiter's wait p50/p99, for both
-sides, and writes a chart beside the JSON results.
+concurrency binds), in a process of its own like a real provider (in a thread of this
+process its event loop would wait for the GIL behind the producer and count calls late:
+``--simulator-in-process`` shows that). Demand: 3x the provider's concurrency kept
+outstanding at all times. Prints capacity (sum over keys of min(RPM/60, concurrency / mean
+latency)), completions/s, utilization, 429s, provider requests per LLM call, the limiter's
+wait p50/p99 and, from the provider's own clock, how full its slots were (slot-seconds held
+/ (keys x concurrency x seconds)) and its mean hold per answered call, for both sides, and
+writes a chart beside the JSON results.
 """
 
 from __future__ import annotations
@@ -48,8 +52,9 @@ from orchestrator.devstack.simulators.llm_provider import (
     WINDOWS,
     LLMSimConfig,
     create_app,
+    start_in_process,
 )
-from orchestrator.devstack.simulators.server import ServerHandle, start_server
+from orchestrator.devstack.simulators.server import ProcessHandle, ServerHandle, start_server
 from orchestrator.telemetry import percentile
 
 SCRIPTS = Path(__file__).resolve().parent
@@ -68,17 +73,31 @@ class Side:
     wait_p99: float | None = None
     failed: int = 0
     completed: int = 0
+    slots_busy: float = 0.0
+    mean_hold: float | None = None
 
 
-def _stats(handle: ServerHandle) -> dict[str, Any]:
-    """The simulator's totals; ``finished`` counts requests answered (not in flight)."""
+Simulator = ServerHandle | ProcessHandle
+
+
+def _simulator(config: LLMSimConfig, args: argparse.Namespace) -> Simulator:
+    if args.simulator_in_process:
+        return start_server(create_app(config))
+    return start_in_process(config)
+
+
+def _stats(handle: Simulator) -> dict[str, Any]:
+    """The simulator's totals; ``finished`` counts requests answered (not in flight),
+    ``busy_seconds`` the slot-seconds held so far, ``at`` when (monotonic)."""
     data = httpx.get(f"{handle.url}/stats", timeout=10).json()
     totals = dict(data["totals"])
     totals["finished"] = totals["requests"] - sum(k["in_flight"] for k in data["keys"].values())
+    totals["busy_seconds"] = data["busy_seconds"]
+    totals["at"] = time.monotonic()
     return totals
 
 
-def _drive(name: str, seconds: float, warmup: float, outstanding: int, handle: ServerHandle,
+def _drive(name: str, seconds: float, warmup: float, outstanding: int, handle: Simulator,
            submit: Any, finished: Any, progress: Progress) -> tuple[dict[str, Any], ...]:
     """Keep ``outstanding`` calls in the system; returns simulator stats at 1 s, at the
     start and at the end of the measured window."""
@@ -106,9 +125,12 @@ def _drive(name: str, seconds: float, warmup: float, outstanding: int, handle: S
 
 
 def _summarise(side: Side, capacity: float, seconds: float, stats: tuple[dict[str, Any], ...],
-               total_failed: int) -> Side:
+               total_failed: int, slots: int) -> Side:
     at_one, at_start, at_end = stats
     side.completed = at_end["succeeded"] - at_start["succeeded"]
+    busy = at_end["busy_seconds"] - at_start["busy_seconds"]
+    side.slots_busy = busy / (slots * max(1e-9, at_end["at"] - at_start["at"]))
+    side.mean_hold = busy / side.completed if side.completed else None
     side.completions_per_s = side.completed / seconds
     side.utilization = side.completions_per_s / capacity
     side.total_429 = at_end["rate_limited_429"]
@@ -121,7 +143,7 @@ def _summarise(side: Side, capacity: float, seconds: float, stats: tuple[dict[st
 def run_orchestrator(settings: Settings, args: argparse.Namespace, capacity: float,
                      progress: Progress, log_dir: Path, *, gateway: bool = False) -> Side:
     sim = _gateway_config(args) if gateway else _sim_config(args)
-    handle = start_server(create_app(sim))
+    handle = _simulator(sim, args)
     configured = settings.model_copy(update={
         "llm_base_url": f"{handle.url}/v1", "llm_api_keys": [SecretStr(k) for k in KEYS],
         "llm_rpm": sim.rpm, "llm_concurrency": args.concurrency, "llm_tpm": 10_000_000,
@@ -165,7 +187,8 @@ def run_orchestrator(settings: Settings, args: argparse.Namespace, capacity: flo
         for worker in workers:
             worker.stop(timeout=5)
         handle.stop()
-    side = _summarise(Side(name), capacity, seconds, stats, failed)
+    side = _summarise(Side(name), capacity, seconds, stats, failed,
+                      args.concurrency * len(KEYS))
     waits = limiter.wait_samples()
     side.wait_p50, side.wait_p99 = percentile(waits, 50), percentile(waits, 99)
     return side
@@ -173,7 +196,7 @@ def run_orchestrator(settings: Settings, args: argparse.Namespace, capacity: flo
 
 def run_plain(settings: Settings, args: argparse.Namespace, capacity: float,
               progress: Progress, log_dir: Path, *, rate_limited: bool) -> Side:
-    handle = start_server(create_app(_sim_config(args)))
+    handle = _simulator(_sim_config(args), args)
     prefix = f"bench:plain:{uuid.uuid4().hex[:6]}"
     configured = settings.model_copy(update={
         "llm_base_url": f"{handle.url}/v1", "llm_api_keys": [SecretStr(k) for k in KEYS]})
@@ -217,7 +240,8 @@ def run_plain(settings: Settings, args: argparse.Namespace, capacity: float,
         app.close()
     counts = {k.decode(): int(v) for k, v in client.hgetall(prefix).items()}
     failed = sum(v for k, v in counts.items() if k.startswith("failed"))
-    return _summarise(Side(label), capacity, args.seconds, stats, failed)
+    return _summarise(Side(label), capacity, args.seconds, stats, failed,
+                      args.concurrency * len(KEYS))
 
 
 def _sim_config(args: argparse.Namespace) -> LLMSimConfig:
@@ -264,6 +288,9 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.5, help="mean seconds")
     parser.add_argument("--demand", type=float, default=3.0, help="x provider concurrency")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument("--simulator-in-process", action="store_true",
+                        help="serve the simulator from a thread of this process (it then "
+                             "shares the producer's GIL)")
     gateway = parser.add_argument_group("the gateway row")
     gateway.add_argument("--window", choices=WINDOWS, default="fixed")
     gateway.add_argument("--retry-after", type=float, default=60.0,
@@ -306,7 +333,7 @@ def main() -> None:
                         "from a cold start)")
     for column in ("side", "capacity/s", "completions/s", "utilization", "429s",
                    "429s after 1st s", "requests/call", "limiter wait p50", "p99",
-                   "failed calls"):
+                   "failed calls", "slots busy", "hold/call"):
         table.add_column(column, justify="right")
     for side in (ours, *plain, *behind):
         cap = gateway_capacity if any(side is b for b in behind) else capacity
@@ -315,7 +342,8 @@ def main() -> None:
                       f"{side.requests_per_call:.3f}",
                       "n/a" if side.wait_p50 is None else f"{side.wait_p50:.3f}s",
                       "n/a" if side.wait_p99 is None else f"{side.wait_p99:.3f}s",
-                      str(side.failed))
+                      str(side.failed), f"{side.slots_busy:.3f}",
+                      "n/a" if side.mean_hold is None else f"{side.mean_hold:.3f}s")
     console.print(table)
     checks = [
         (f"utilization >= 0.97 ({ours.utilization:.3f})", ours.utilization >= 0.97),

@@ -41,7 +41,7 @@ from orchestrator.breakers import BreakerPolicy, Breakers
 from orchestrator.errors import ProviderOutage, StepFailed, TransientStepError
 from orchestrator.llm.client import ChatRequest, ChatResult, ProviderFailure, chat
 from orchestrator.llm.keys import ApiKey, Provider
-from orchestrator.llm.limiter import WINDOW_MARGIN, Lease, Limiter, RedisLimiter
+from orchestrator.llm.limiter import Lease, Limiter, RedisLimiter
 from orchestrator.llm.ratelimit_headers import exhausted_reset, parse_reset
 from orchestrator.llm.rotation import cooloff_seconds
 from orchestrator.llm.tokens import estimate_prompt
@@ -78,8 +78,6 @@ def providers(settings: Settings) -> list[Provider]:
     return found
 
 
-PROBE_AFTER = 1.0  # a fixed window on a clock up to a second off ours frees within it
-
 __all__ = ["Completion", "Gateway", "ProviderUnavailable", "parse_reset", "providers"]
 
 
@@ -88,11 +86,12 @@ class Gateway:
 
     def __init__(self, settings: Settings, client: redis.Redis, http: httpx.Client,
                  breakers: Breakers, *, limiters: Mapping[str, Limiter] | None = None,
-                 window_margin: float = WINDOW_MARGIN, probe_after: float = PROBE_AFTER) -> None:
+                 window_margin: float | None = None, probe_after: float | None = None) -> None:
         """``limiters``: one per provider name (default: the fleet's, in ``client``'s Redis,
-        whose minute is ``window_margin`` seconds longer than the provider's).
-        ``probe_after``: seconds after a 429 without a reset header before one call
-        probes the key (doubled at each 429 in a row, never past the retry-after)."""
+        whose minute is ``window_margin`` seconds longer than the provider's; default
+        ``ORCH_LLM_WINDOW_MARGIN``). ``probe_after``: seconds after a 429 without a reset
+        header before one call probes the key (doubled at each 429 in a row, never past
+        the retry-after; default ``ORCH_LLM_PROBE_AFTER``)."""
         self.settings = settings
         self.client = client
         self.http = http
@@ -101,13 +100,15 @@ class Gateway:
             window=20, min_calls=5, threshold=0.5, reset_timeout=15.0,
             probe_timeout=settings.llm_timeout + 5.0)
         self.providers = providers(settings)
+        if window_margin is None:
+            window_margin = settings.llm_window_margin
         self.limiters: dict[str, Limiter] = (
             dict(limiters) if limiters is not None else
             {p.name: RedisLimiter(client, p, lease_seconds=self.lease_seconds,
                                   cooloff=settings.llm_key_cooloff,
                                   window_margin=window_margin)
              for p in self.providers})
-        self.probe_after = probe_after
+        self.probe_after = settings.llm_probe_after if probe_after is None else probe_after
         # key id -> (429s in a row without a reset header, monotonic time of its probe)
         self._strikes: dict[str, tuple[int, float]] = {}
         self._strikes_lock = threading.Lock()

@@ -46,10 +46,6 @@ HEARTBEAT = 1.0
 WAITER_TTL = 5.0
 WAIT_SAMPLES = 5000
 WINDOW_MS = 60_000
-# The fleet's default safety margin on the provider's minute (seconds; the gateway passes
-# it): a call counts until its completion + 60 s + this, which covers the spread of the
-# delay between our admission and the provider counting the call.
-WINDOW_MARGIN = 0.5
 DEFAULT_COOLOFF = 300.0  # ORCH_LLM_KEY_COOLOFF's default
 
 

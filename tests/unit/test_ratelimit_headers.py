@@ -18,6 +18,7 @@ from orchestrator.errors import TransientStepError
 from orchestrator.llm.client import ProviderFailure
 from orchestrator.llm.gateway import Gateway, providers
 from orchestrator.llm.keys import ApiKey, Provider
+from orchestrator.llm.limiter import RedisLimiter
 from orchestrator.llm.ratelimit_headers import Budget, exhausted_reset, parse_reset, read_budgets
 from orchestrator.testing import ManualClock, MemoryBreakerStore, MemoryLimiter
 
@@ -217,3 +218,15 @@ def test_call_counts_in_the_minute_from_its_completion_plus_the_margin() -> None
     assert not _admitted(limiter)
     clock.advance(0.1)
     assert _admitted(limiter)
+
+
+def test_gateway_takes_its_margin_and_probe_pause_from_the_settings() -> None:
+    settings = Settings(llm_base_url="http://gw.test/v1", llm_api_keys=[SecretStr("sk-only")],
+                        llm_window_margin=1.25, llm_probe_after=2.5)
+    client = redis.Redis()  # the limiter registers its scripts: no connection until used
+    gateway = Gateway(settings, client, httpx.Client(),
+                      Breakers(MemoryBreakerStore(ManualClock()), lambda: "worker-1"))
+    limiter = gateway.limiters["primary"]
+    assert isinstance(limiter, RedisLimiter)
+    assert limiter.window_ms == 61_250
+    assert gateway.probe_after == 2.5

@@ -102,6 +102,8 @@ EVERY_FIELD_CHANGED: dict[str, Any] = {
     "llm_max_wait": 30.25,
     "llm_retry_budget": 2,
     "llm_key_cooloff": 42.5,
+    "llm_window_margin": 0.25,
+    "llm_probe_after": 2.5,
     "llm_fallback_base_url": "https://fallback.example/v1",
     "llm_fallback_api_keys": [SecretStr("fb-one")],
     "llm_fallback_model": "other-model",

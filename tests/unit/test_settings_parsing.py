@@ -100,3 +100,45 @@ def test_zero_retries_is_allowed_but_not_fewer(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("ORCH_STEP_MAX_RETRIES", "-1")
     with pytest.raises(InvalidSettings, match="must be zero or more"):
         load_settings()
+
+
+@pytest.mark.parametrize("value", ["0", "0.5", "2", "60"])
+def test_llm_window_margin_may_be_zero_up_to_a_minute(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("ORCH_LLM_WINDOW_MARGIN", value)
+    assert load_settings().llm_window_margin == float(value)
+
+
+@pytest.mark.parametrize("value", ["-0.1", "60.5", "nan", "inf", "half"])
+def test_bad_llm_window_margin_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("ORCH_LLM_WINDOW_MARGIN", value)
+    with pytest.raises(InvalidSettings) as caught:
+        load_settings()
+    assert caught.value.variable == "ORCH_LLM_WINDOW_MARGIN"
+
+
+@pytest.mark.parametrize("value", ["0.01", "1", "60"])
+def test_llm_probe_after_is_a_pause_of_at_most_a_minute(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("ORCH_LLM_PROBE_AFTER", value)
+    assert load_settings().llm_probe_after == float(value)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "61", "nan", "soon"])
+def test_bad_llm_probe_after_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("ORCH_LLM_PROBE_AFTER", value)
+    with pytest.raises(InvalidSettings) as caught:
+        load_settings()
+    assert caught.value.variable == "ORCH_LLM_PROBE_AFTER"
+
+
+def test_llm_window_margin_and_probe_after_defaults() -> None:
+    settings = load_settings()
+    assert (settings.llm_window_margin, settings.llm_probe_after) == (0.5, 1.0)
+

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
 import random
+import sys
 import time
 import uuid
 from collections import deque
@@ -34,6 +36,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+from orchestrator.devstack.simulators.server import ProcessHandle, serve_socket, start_process
 
 WINDOW = 60.0
 LABELS = ("billing", "shipping", "technical", "account", "other")
@@ -90,6 +94,8 @@ class KeyState:
     tokens: deque[tuple[float, str]] = field(default_factory=deque)
     token_amounts: dict[str, int] = field(default_factory=dict)
     in_flight: int = 0
+    busy: float = 0.0  # slot-seconds held by the calls that ended
+    holding: dict[str, float] = field(default_factory=dict)  # call -> when it took its slot
     revoked: bool = False
     fixed_index: int | None = None  # the fixed window ``requests`` and ``tokens`` count
     stats: dict[str, int] = field(default_factory=lambda: {
@@ -116,6 +122,10 @@ class KeyState:
 
     def tokens_used(self) -> int:
         return sum(self.token_amounts.values())
+
+    def busy_seconds(self, now: float) -> float:
+        """Slot-seconds held so far, the calls in flight counted up to ``now``."""
+        return self.busy + sum(now - since for since in self.holding.values())
 
 
 class LLMProvider:
@@ -234,6 +244,7 @@ class LLMProvider:
         state.tokens.append((now, rid))
         state.token_amounts[rid] = reserved
         state.in_flight += 1
+        state.holding[rid] = time.monotonic()
         s = state.stats
         s["max_in_flight"] = max(s["max_in_flight"], state.in_flight)
         s["max_requests_60s"] = max(s["max_requests_60s"], len(state.requests))
@@ -269,6 +280,7 @@ class LLMProvider:
             }, headers=self.headers(state, done))
         finally:
             state.in_flight -= 1
+            state.busy += time.monotonic() - state.holding.pop(rid)
 
     @staticmethod
     def reply(messages: list[dict[str, Any]], tokens: int) -> str:
@@ -280,7 +292,9 @@ class LLMProvider:
         return " ".join(words[i % len(words)] for i in range(max(1, tokens)))
 
     def stats(self) -> dict[str, Any]:
-        per_key = {str(s.index): dict(s.stats, revoked=s.revoked, in_flight=s.in_flight)
+        now = time.monotonic()
+        per_key = {str(s.index): dict(s.stats, revoked=s.revoked, in_flight=s.in_flight,
+                                      busy_seconds=round(s.busy_seconds(now), 3))
                    for s in self.keys.values()}
         totals: dict[str, int] = {}
         for s in self.keys.values():
@@ -288,9 +302,12 @@ class LLMProvider:
                 if name.startswith("max_"):
                     continue
                 totals[name] = totals.get(name, 0) + value
+        # Slot-seconds held by answered and unanswered calls: over a window, divided by
+        # concurrency x keys x seconds, how full the provider's slots were.
+        busy = round(sum(s.busy_seconds(now) for s in self.keys.values()), 3)
         limits = {"rpm": self.config.rpm, "tpm": self.config.tpm,
                   "concurrency": self.config.concurrency}
-        return {"totals": totals, "keys": per_key, "limits": limits,
+        return {"totals": totals, "busy_seconds": busy, "keys": per_key, "limits": limits,
                 "config": {k: v for k, v in asdict(self.config).items() if k != "keys"}}
 
 
@@ -347,3 +364,23 @@ def create_app(config: LLMSimConfig | None = None) -> Starlette:
     ])
     app.state.provider = provider
     return app
+
+
+def start_in_process(config: LLMSimConfig, host: str = "127.0.0.1") -> ProcessHandle:
+    """The simulator in a child process of its own, like a real provider: its event loop
+    never waits for the caller's GIL (in a thread of a busy process it would, and count
+    the calls late). Its state is reached over HTTP only (``/stats``, ``/admin/config``)."""
+    fields_ = asdict(config) | {"keys": list(config.keys)}
+    command = [sys.executable, "-m", __name__, json.dumps(fields_)]
+    return start_process(command, "/v1/models", host)
+
+
+def _serve_child(argv: list[str]) -> None:
+    """``python -m ...llm_provider CONFIG_JSON FD``: :func:`start_in_process`'s child."""
+    config, fd = json.loads(argv[0]), int(argv[1])
+    config["keys"] = tuple(config["keys"])
+    serve_socket(create_app(LLMSimConfig(**config)), fd)
+
+
+if __name__ == "__main__":
+    _serve_child(sys.argv[1:])
