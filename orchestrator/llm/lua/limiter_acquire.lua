@@ -47,6 +47,11 @@ local probe_pick = nil
 local soonest = nil
 local next_probe = nil
 local usable, largest_tpm = 0, 0
+-- Whether the next in line could be admitted or needs a timer after this grant: false only
+-- when every key is in rotation, not cooling, and its semaphore is full (then only a
+-- release frees room, and it wakes the head of the line).
+local wake_next = false
+local actives, concs = {}, {}
 for i = 1, nkeys do
   local base = 4 + (i - 1) * PARTS
   local leases, reqs, toks, toksum, cool, probe =
@@ -59,6 +64,7 @@ for i = 1, nkeys do
   local considered, due, rate_probe = true, false, false
   local out = redis.call("HGET", KEYS[4], id)
   if out then
+    wake_next = true
     local probe_at = tonumber(string.match(out, "^%d+|%d+|%d+|(%d+)|"))
     if probe_at > now then
       considered = false
@@ -84,9 +90,11 @@ for i = 1, nkeys do
     cooled = tonumber(cooled) or 0
     if cooled > now then
       wait = cooled - now
+      wake_next = true
     elseif probing_flag == "|p" and redis.call("PTTL", probe) ~= -2 then
       -- One call is probing the provider's window after a 429: its answer wakes the line.
       wait = nil
+      wake_next = true
     else
       rate_probe = probing_flag == "|p"
       redis.call("ZREMRANGEBYSCORE", leases, "-inf", now)
@@ -99,6 +107,7 @@ for i = 1, nkeys do
       end
       if #old > 0 then redis.call("ZREMRANGEBYSCORE", reqs, "-inf", now - WINDOW) end
       local active = redis.call("ZCARD", leases)
+      actives[i], concs[i] = active, conc
       local recent = redis.call("ZCARD", reqs)
       local used = tonumber(redis.call("GET", toksum) or "0")
       if active < conc and recent < rpm and used + wanted <= tpm then
@@ -163,8 +172,15 @@ redis.call("DEL", ARGV[7 + nkeys * 4] .. waiter)
 local waits = ARGV[9 + nkeys * 4]
 redis.call("LPUSH", waits, ARGV[10 + nkeys * 4])
 redis.call("LTRIM", waits, 0, tonumber(ARGV[11 + nkeys * 4]) - 1)
--- The next in line may fit too (another key, or room left on this one): let it look.
-local next_waiter = redis.call("ZRANGE", KEYS[1], 0, 0)[1]
+-- The next in line may fit too (another key, or room left on this one), or may need to
+-- learn when the window frees room: let it look. Behind a full semaphore it would only be
+-- told to wait (a round trip per admission, for nothing): the next release wakes it.
+if not wake_next then
+  for i, active in pairs(actives) do
+    if active + (i == best and 1 or 0) < concs[i] then wake_next = true end
+  end
+end
+local next_waiter = wake_next and redis.call("ZRANGE", KEYS[1], 0, 0)[1]
 if next_waiter then
   local wake = ARGV[7 + nkeys * 4] .. next_waiter
   redis.call("LPUSH", wake, "1")
