@@ -314,6 +314,7 @@ def main() -> None:
     capacity = _capacity(args.rpm, args)
     gateway_capacity = _capacity(args.gateway_rpm, args)
     console = wide_console()
+    console.width = 200  # the table's twelve columns, unabridged
     args.out.mkdir(parents=True, exist_ok=True)
     with local_fleet(bench_settings(), say=lambda m: console.print(f"[green]✓[/] {m}"),
                      start_workers=False, simulators=False) as fleet, \

@@ -11,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from orchestrator.devstack.simulators.llm_provider import LLMSimConfig
+from orchestrator.devstack.simulators.llm_provider import LLMSimConfig, start_in_process
 from orchestrator.devstack.simulators.llm_provider import create_app as llm_app
 from orchestrator.devstack.simulators.server import ServerHandle, start_server
 from orchestrator.devstack.simulators.tool_server import ToolSimConfig
@@ -161,3 +161,29 @@ def test_unknown_window_or_header_style_is_refused_at_run_time(llm: ServerHandle
     switched = httpx.post(f"{llm.url}/admin/config", json={"window": "fixed",
                                                           "retry_after": 60})
     assert switched.json()["config"]["window"] == "fixed"
+
+
+def test_slot_seconds_count_held_slots_in_flight_ones_up_to_now(llm: ServerHandle) -> None:
+    with ThreadPoolExecutor(2) as pool:
+        calls = [pool.submit(_chat, llm.url) for _ in range(2)]
+        time.sleep(0.15)
+        during = httpx.get(f"{llm.url}/stats", timeout=5).json()["busy_seconds"]
+        assert all(c.result().status_code == 200 for c in calls)
+    after = httpx.get(f"{llm.url}/stats", timeout=5).json()
+    assert 0.1 < during < 0.6  # two slots held for ~0.15 s each so far
+    assert after["busy_seconds"] == pytest.approx(0.6, abs=0.1)  # two slots, 0.3 s each
+    assert after["keys"]["0"]["busy_seconds"] == after["busy_seconds"]
+
+
+def test_simulator_in_its_own_process_serves_until_stopped() -> None:
+    handle = start_in_process(LLMSimConfig(keys=(KEY,), rpm=1, latency=0.05, jitter=0.0))
+    try:
+        assert _chat(handle.url).status_code == 200
+        assert _chat(handle.url).status_code == 429  # its limits, its own state
+        totals = httpx.get(f"{handle.url}/stats", timeout=5).json()["totals"]
+        assert (totals["succeeded"], totals["rate_limited_429"]) == (1, 1)
+    finally:
+        handle.stop()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{handle.url}/stats", timeout=5)
+
