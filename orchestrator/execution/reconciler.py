@@ -44,6 +44,7 @@ from orchestrator.execution.claims import Progress, RedisStepClaims
 from orchestrator.execution.dispatch import dispatch
 from orchestrator.invocation import InvocationStatus, StepStatus
 from orchestrator.lua import script
+from orchestrator.store.counts import InvocationCounts
 from orchestrator.store.invocations import InvocationStore, Unfinished
 from orchestrator.telemetry import count
 from orchestrator.workflow import Registry
@@ -89,6 +90,9 @@ class Reconciler:
         self.owner = owner
         self.interval = max(0.5, min(30.0, stall_seconds / 4))
         self._lead = script(client, "orchestrator.execution", "leader")
+        # Each pass folds the kept invocation counts, so they stay small without an
+        # exporter scraping (store/counts.py).
+        self.counts = InvocationCounts(store.engine)
 
     def lead(self) -> bool:
         """Take or keep the fleet's reconciler lease; True while this one is active."""
@@ -107,6 +111,7 @@ class Reconciler:
                     leading = now_leading
                 if leading:
                     self.expire()
+                    self.counts.fold()
                     report = self.reconcile_once()
                     if report.completed or report.redispatched or report.failed:
                         log.info("reconciled %d stalled invocations: %d completed, "

@@ -10,11 +10,13 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Column,
     DateTime,
     ForeignKey,
     Index,
     Integer,
     String,
+    Table,
     Text,
     func,
     text,
@@ -31,9 +33,9 @@ class InvocationRow(Base):
     __tablename__ = "invocations"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    workflow: Mapped[str] = mapped_column(String(64), index=True)
+    workflow: Mapped[str] = mapped_column(String(64))
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(16))
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     step_count: Mapped[int] = mapped_column(Integer)
     output: Mapped[Any | None] = mapped_column(JSONB)
@@ -48,13 +50,28 @@ class InvocationRow(Base):
     replays: Mapped[int] = mapped_column(Integer, server_default="0")
     replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    # For the metrics exporter's windows and the stalled scan (migration 0005).
+    # The metrics exporter's windows and the stalled scan (migration 0005); counts per
+    # workflow and status, listings newest first, dead letters (migration 0006).
     __table_args__ = (
         Index("ix_invocations_finished_at", "finished_at",
               postgresql_where=text("finished_at IS NOT NULL")),
         Index("ix_invocations_unfinished_created_at", "created_at", "id",
               postgresql_where=text("status IN ('queued', 'running')")),
+        Index("ix_invocations_workflow_status", "workflow", "status"),
+        Index("ix_invocations_created_at", "created_at"),
+        Index("ix_invocations_failed_created_at", "created_at",
+              postgresql_where=text("status = 'failed'")),
     )
+
+
+# Invocations per (workflow, status), as changes appended by triggers and folded (see
+# orchestrator/store/counts.py; migration 0006). No key: rows are summed, never looked up.
+invocation_counts = Table(
+    "invocation_counts", Base.metadata,
+    Column("workflow", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("n", BigInteger, nullable=False),
+)
 
 
 class StepRow(Base):
