@@ -109,8 +109,8 @@ def _host_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
         return []  # one host: nothing to tell apart
     nodes = ", ".join(f"{node}: {n}" for node, n in s["celery_nodes"].items())
     owners = ", ".join(f"{host}: {n}" for host, n in s["claim_owner_hosts"].items())
-    return [("tasks per Celery node", nodes or "-"),
-            ("step claims by owner host", owners or "-")]
+    rows = [("tasks per Celery node", nodes or "-")]
+    return rows + ([("step claims by owner host", owners)] if owners else [])  # pilot: none
 
 
 def host_lines(hosts: dict[str, Any]) -> list[str]:

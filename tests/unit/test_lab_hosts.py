@@ -152,3 +152,16 @@ def test_host_lines_say_what_each_host_reached_redis_over() -> None:
                      "(10.213.9.1): yes, over its own loopback: no")
     assert second.endswith("(10.213.9.1): NO, over its own loopback: YES")
     assert host_lines({"hosts": [], "note": ""}) == []
+
+
+def test_without_root_or_ip_lab_hosts_says_the_workers_run_as_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from orchestrator.lab.hosts import lab_hosts
+
+    monkeypatch.setattr(netns, "unavailable", lambda: "no `ip`")
+    with lab_hosts(2) as placed:
+        assert placed.plan is None and placed.address == "127.0.0.1"
+        assert placed.note == as_processes(2, "no `ip`")
+    with lab_hosts(1) as placed:
+        assert placed.plan is None and placed.note == ""
