@@ -22,12 +22,14 @@ MAX_BACKOFF_SECONDS = 0.1
 
 class StateAPI:
     """``get``, ``update`` and ``put`` over one process's state router; lost races are
-    counted (this process's total, and the fleet counter in ``telemetry``)."""
+    counted (this process's total, and the fleet counter in ``telemetry``), and so are
+    remembered records found stale (``stale_bases``, this process only)."""
 
     def __init__(self, router: StateRouter, *, telemetry: redis.Redis | None) -> None:
         self.router = router
         self.telemetry = telemetry
         self.conflicts = 0
+        self.stale_bases = 0
         if router.writeback is not None and router.writeback.telemetry is None:
             router.writeback.telemetry = telemetry  # reconciliations, counted fleet-wide
 
@@ -51,44 +53,55 @@ class StateAPI:
         return self.router.put(key, value, expected_version=expected_version, value_json=text)
 
     def update(self, key: str, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Record:
-        """Read, apply ``fn(value) -> value``, compare-and-set; on conflict re-read and
-        re-apply.
+        """Read, apply ``fn(value) -> value``, compare-and-set; on conflict re-apply.
 
-        ``fn`` gets ``{}`` for a new key and may run more than once, so it must be pure.
+        ``fn`` gets ``{}`` for a new key, a copy of its own each call, and may run more
+        than once, so it must be pure. The compare-and-set goes in only if the record
+        still holds the version *and* value ``fn`` was applied to; a refusal brings the
+        current record back with it, and ``fn`` is re-applied to that (no read). A
+        write-back record this process wrote or saw last is not read first at all:
+        ``fn`` is applied to it as remembered, and if another writer got in since, the
+        refusal brings the current one (see :mod:`orchestrator.state.cache`).
         A write-back record that a Redis restart, restore or failover brought back older
         than PostgreSQL's row is replaced by it at the compare-and-set, which then
         loses, and ``fn`` is re-applied to PostgreSQL's: no increment that reached
         PostgreSQL is lost.
-        Lost races are retried with jittered exponential backoff; raises
-        ``VersionConflict`` if the write has not gone in after ``UPDATE_DEADLINE_SECONDS``.
+        A race lost on a record just read (another write went in between) is counted
+        in ``conflicts`` and retried after a jittered exponential backoff, on the record
+        the refusal brought; a refusal of a record remembered, or brought before that
+        backoff, is counted in ``stale_bases`` and retried at once. Raises
+        ``VersionConflict`` if the write has not gone in after
+        ``UPDATE_DEADLINE_SECONDS``.
         """
         check_key(key)
         backend = self.router
-        mode = backend.mode(key)
         started = time.perf_counter()
         deadline = time.monotonic() + UPDATE_DEADLINE_SECONDS
-        attempt = 0
-        while time.monotonic() < deadline:
-            attempt += 1
-            # Unchecked: put checks the record's epoch, so a stale read only loses.
-            current = backend.get(key, checked=False)
-            version = 0 if current is None else current.version
-            value = fn(dict(current.value) if current else {})
+        basis, fresh = backend.basis(key)
+        races = 0
+        while True:
+            value = fn(basis.value())
             text = check_value(value)
-            try:
-                record = backend.put(key, value, expected_version=version, value_json=text,
-                                     checked=False)
-            except VersionConflict:
-                self._conflict(mode)
-                time.sleep(random.uniform(
-                    0, min(MAX_BACKOFF_SECONDS, 0.001 * 2 ** min(attempt, 10))))
+            outcome = backend.attempt(key, basis, value, text)
+            if isinstance(outcome, Record):
+                if self.telemetry is not None:
+                    telemetry.sample(self.telemetry, f"state_update:{backend.mode(key)}",
+                                     time.perf_counter() - started)
+                return outcome
+            basis = outcome
+            if not fresh:
+                self.stale_bases += 1
+                fresh = True
                 continue
-            if self.telemetry is not None:
-                telemetry.sample(self.telemetry, f"state_update:{mode}",
-                                 time.perf_counter() - started)
-            return record
+            races += 1
+            self._conflict(backend.mode(key))
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(random.uniform(
+                0, min(MAX_BACKOFF_SECONDS, 0.001 * 2 ** min(races, 10))))
+            fresh = False  # other writes may have gone in while this one waited
         raise VersionConflict(
-            f"state {key!r}: gave up after {attempt} conflicting attempts in "
+            f"state {key!r}: gave up after {races} conflicting attempts in "
             f"{UPDATE_DEADLINE_SECONDS:.0f}s")
 
 

@@ -21,6 +21,31 @@ class Record:
     version: int
 
 
+@dataclass(frozen=True, slots=True)
+class Basis:
+    """What ``update`` applies its function to: a record's version and its value's JSON
+    text exactly as stored (empty for a key never written), as read, as a conflict reply
+    reported it, or as this process last wrote it. The compare-and-set of an update
+    checks both, so a write applied to a basis the record no longer holds is refused."""
+
+    version: int
+    text: bytes | str
+
+    @classmethod
+    def of(cls, record: Record | None) -> Basis:
+        return cls(0, "") if record is None else cls(record.version, encode(record.value))
+
+    def value(self) -> dict[str, Any]:
+        """A new copy of the value each call (``fn`` may change what it is given)."""
+        return json.loads(self.text) if self.text else {}
+
+
+def encode(value: dict[str, Any]) -> str:
+    """A value's stored JSON text (compact; the write-back cache and PostgreSQL loads
+    write it alike)."""
+    return json.dumps(value, separators=(",", ":"))
+
+
 def check_key(key: Any) -> str:
     """``key`` if it can name a state record; raises ``InvalidPayload`` for anything but
     non-blank text of at most ``MAX_KEY_LENGTH`` characters that Redis and PostgreSQL both

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.errors import VersionConflict
 from orchestrator.state.durable import DurableState
-from orchestrator.state.record import Record
+from orchestrator.state.record import Basis, Record
 from orchestrator.state.writeback import WriteBackState
 
 
@@ -22,19 +23,36 @@ class StateRouter:
     def mode(self, key: str) -> str:
         return "write-back" if self._write_back(key) else "durable"
 
-    def get(self, key: str, *, checked: bool = True) -> Record | None:
-        """``checked=False``: see :meth:`WriteBackState.get` (durable reads are always
-        PostgreSQL's)."""
+    def get(self, key: str) -> Record | None:
         if self._write_back(key):
             assert self.writeback is not None
-            return self.writeback.get(key, checked=checked)
+            return self.writeback.get(key)
         return self.durable.get(key)
 
     def put(self, key: str, value: dict[str, Any], *, expected_version: int,
-            value_json: str, checked: bool = True) -> Record:
-        """``checked=False``: see :meth:`WriteBackState.put`."""
+            value_json: str) -> Record:
         if self._write_back(key):
             assert self.writeback is not None
             return self.writeback.put(key, value, expected_version=expected_version,
-                                      value_json=value_json, checked=checked)
+                                      value_json=value_json)
         return self.durable.put(key, value, expected_version=expected_version)
+
+    def basis(self, key: str) -> tuple[Basis, bool]:
+        """An update's first basis and whether it was just read (see
+        :meth:`WriteBackState.basis`; durable records are always read)."""
+        if self._write_back(key):
+            assert self.writeback is not None
+            return self.writeback.basis(key)
+        return Basis.of(self.durable.get(key)), True
+
+    def attempt(self, key: str, basis: Basis, value: dict[str, Any],
+                value_json: str) -> Record | Basis:
+        """One compare-and-set of an update: the written record, or the current basis
+        (see :meth:`WriteBackState.attempt`; a durable conflict reads the row)."""
+        if self._write_back(key):
+            assert self.writeback is not None
+            return self.writeback.attempt(key, basis, value, value_json)
+        try:
+            return self.durable.put(key, value, expected_version=basis.version)
+        except VersionConflict:
+            return Basis.of(self.durable.get(key))

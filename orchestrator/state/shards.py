@@ -26,4 +26,6 @@ def shard_for(key: str, shards: list[str]) -> int:
     """Index in ``shards`` (shard names) of the shard that owns ``key``."""
     if not shards:
         raise ValueError("no memory-layer shard configured")
+    if len(shards) == 1:
+        return 0  # no hashing on every read and write of a single-shard layer
     return max(range(len(shards)), key=lambda i: _weight(shards[i], key))

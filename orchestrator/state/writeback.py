@@ -27,8 +27,9 @@ from orchestrator import telemetry
 from orchestrator.constants import PREFIX, STATE_CLEAN_TTL_SECONDS, STATE_DIRTY, STATE_RECORD
 from orchestrator.errors import Backpressure, VersionConflict
 from orchestrator.lua import script
+from orchestrator.state.cache import RecordCache
 from orchestrator.state.durable import DurableState
-from orchestrator.state.record import Record
+from orchestrator.state.record import Basis, Record, encode
 from orchestrator.state.shards import shard_for, shard_name
 
 log = logging.getLogger(__name__)
@@ -123,22 +124,17 @@ class WriteBackState:
         self.dirty_limit = dirty_limit
         self.telemetry = telemetry
         self.reconciled: Counter[str] = Counter()
+        self.cache = RecordCache()
         self._epochs_seen: set[tuple[str, bytes]] = set()
 
     def shard(self, key: str) -> Shard:
         return self.shards[shard_for(key, self.names)]
 
-    def get(self, key: str, *, checked: bool = True) -> Record | None:
-        """The record at ``key``. ``checked=False`` skips the epoch check (one plain
-        HMGET, no script): for a read whose result only feeds a compare-and-set, which
-        checks the epoch itself and loses if the record was stale."""
+    def get(self, key: str) -> Record | None:
+        """The record at ``key``, its epoch checked (reconciled with PostgreSQL first
+        when it was cached by another server or before a restart)."""
         shard = self.shard(key)
         record_key = STATE_RECORD.format(key=key)
-        if not checked:
-            value, version = shard.client.hmget(record_key, "v", "ver")
-            if version is None:
-                return self._load(shard, key)
-            return None if not value else Record(key, json.loads(value), int(version))
         for _ in range(PUT_TURNS):
             reply = shard.read(keys=[record_key])
             outcome = reply[0]
@@ -150,12 +146,40 @@ class WriteBackState:
             self._stale(shard, key, reply)
         raise VersionConflict(f"state {key!r}: its cache kept changing while being read")
 
+    def basis(self, key: str) -> tuple[Basis, bool]:
+        """The first basis of an update of ``key`` and whether it was just read: the
+        record this process remembers (no round trip), else one plain HMGET. Neither
+        is epoch-checked: the compare-and-set checks it and loses on a stale record."""
+        remembered = self.cache.get(key)
+        if remembered is not None:
+            return remembered, False
+        shard = self.shard(key)
+        value, version = shard.client.hmget(STATE_RECORD.format(key=key), "v", "ver")
+        if version is None:
+            return Basis.of(self._load(shard, key)), True
+        return Basis(int(version), value or b""), True
+
+    def attempt(self, key: str, basis: Basis, value: dict[str, Any],
+                value_json: str) -> Record | Basis:
+        """Write ``value`` (its JSON ``value_json``) if the record still holds ``basis``
+        (version and value text): the new :class:`Record`, or, refused, the record's
+        current basis (from the conflict reply: no read). Either is remembered."""
+        reply = self._cas(self.shard(key), key,
+                          [basis.version, value_json, self.dirty_limit, basis.text])
+        if reply[0] == b"ok":
+            version = int(reply[1])
+            self.cache.put(key, Basis(version, value_json))
+            return Record(key, value, version)
+        current = Basis(int(reply[1]), reply[2])
+        self.cache.put(key, current)
+        return current
+
     def _load(self, shard: Shard, key: str) -> Record | None:
         """Fill the cache from PostgreSQL (absence is cached too, as version 0)."""
         record = self.durable.get(key)
         shard.fill(
             keys=[STATE_RECORD.format(key=key)],
-            args=["" if record is None else json.dumps(record.value, separators=(",", ":")),
+            args=["" if record is None else encode(record.value),
                   0 if record is None else record.version, STATE_CLEAN_TTL_SECONDS],
         )
         return record
@@ -178,30 +202,34 @@ class WriteBackState:
             telemetry.count(self.telemetry, f"state_reconciled:{outcome}")
 
     def put(self, key: str, value: dict[str, Any], *, expected_version: int,
-            value_json: str, checked: bool = True) -> Record:
+            value_json: str) -> Record:
         """Compare-and-set; raises ``VersionConflict`` unless the record is at
         ``expected_version``. The script reports a conflict without checking the
-        record's epoch; ``checked`` (the default) confirms it with a checked read, so a
-        stale cache that PostgreSQL's row replaces at ``expected_version`` does not
-        refuse the write. ``checked=False`` raises at once (``update`` re-reads
-        anyway)."""
+        record's epoch, so a conflict is confirmed with a checked read: a stale cache
+        that PostgreSQL's row replaces at ``expected_version`` does not refuse the
+        write."""
         shard = self.shard(key)
-        record_key = STATE_RECORD.format(key=key)
         for _ in range(PUT_TURNS):
-            reply = shard.put(keys=[record_key, STATE_DIRTY],
-                              args=[expected_version, value_json, self.dirty_limit])
-            outcome = reply[0]
-            if outcome == b"ok":
+            reply = self._cas(shard, key, [expected_version, value_json, self.dirty_limit])
+            if reply[0] == b"ok":
                 return Record(key, value, int(reply[1]))
-            if outcome == b"conflict":
-                have = int(reply[1])
-                if checked:
-                    found = self.get(key)
-                    have = 0 if found is None else found.version
-                    if have == expected_version:
-                        continue  # it was stale; PostgreSQL's row is the expected one
+            found = self.get(key)
+            have = 0 if found is None else found.version
+            if have != expected_version:
                 raise VersionConflict(
                     f"state {key!r} is at version {have}, not {expected_version}")
+            # it was stale; PostgreSQL's row is the expected one
+        raise VersionConflict(f"state {key!r}: its cache kept changing during the write")
+
+    def _cas(self, shard: Shard, key: str, args: list[Any]) -> list[bytes]:
+        """Run ``lua/put.lua`` until it answers ``ok`` or ``conflict`` (loading a missing
+        record, reconciling a stale one); raises ``Backpressure`` on ``full``."""
+        record_key = STATE_RECORD.format(key=key)
+        for _ in range(PUT_TURNS):
+            reply: list[bytes] = shard.put(keys=[record_key, STATE_DIRTY], args=args)
+            outcome = reply[0]
+            if outcome in (b"ok", b"conflict"):
+                return reply
             if outcome == b"full":
                 raise Backpressure(
                     f"memory-layer shard {shard.name} holds {int(reply[1])} unflushed "

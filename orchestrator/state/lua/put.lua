@@ -1,7 +1,10 @@
 -- Compare-and-set a write-back record. KEYS: 1 record hash, 2 shard's dirty index.
--- ARGV: 1 expected version, 2 new value JSON, 3 dirty limit.
--- Returns {"ok", new version} | {"conflict", cached version} | {"miss"} (not cached:
--- load it from PostgreSQL first) | {"full", dirty count} (too much unflushed: refuse) |
+-- ARGV: 1 expected version, 2 new value JSON, 3 dirty limit, 4 (optional) expected value
+-- JSON, compared byte for byte as well: an update sends the value its new one was made
+-- from, so a write built on a remembered record goes in only if the record still holds it.
+-- Returns {"ok", new version} | {"conflict", cached version, cached value} (the retry's
+-- basis: no read needed) | {"miss"} (not cached: load it from PostgreSQL first) |
+-- {"full", dirty count} (too much unflushed: refuse) |
 -- {"stale", version, value, its epoch, this server's epoch} (the record was cached by
 -- another server, or before a restart: it may be older than PostgreSQL, so it is checked
 -- there before any write builds on it).
@@ -9,15 +12,16 @@
 -- validated on. Redis draws a new run_id at every start and each replica has its own, so
 -- data that comes back from an AOF, an RDB or a promoted replica carries an old one.
 -- A conflict writes nothing, so it is answered before the epoch is looked up (INFO is
--- most of this script's cost, and a hot key's writers mostly conflict): the cached
--- version it reports may be stale, and a caller that trusts it reads it checked first.
+-- most of this script's cost, and a hot key's writers mostly conflict): the record it
+-- reports may be stale. A caller that trusts it reads it checked first; an update need
+-- not, as its next compare-and-set checks the epoch.
 local record = redis.call("HMGET", KEYS[1], "v", "ver", "ep")
 if not record[2] then
   return {"miss"}
 end
 local current = tonumber(record[2])
-if current ~= tonumber(ARGV[1]) then
-  return {"conflict", tostring(current)}
+if current ~= tonumber(ARGV[1]) or (ARGV[4] and (record[1] or "") ~= ARGV[4]) then
+  return {"conflict", tostring(current), record[1] or ""}
 end
 -- A plain find of "run_id:<the record's epoch>" in INFO is the check; the epoch is
 -- parsed out only for a stale record.
