@@ -35,7 +35,7 @@ from typing import Any
 from orchestrator.breakers.memory_store import MemoryBreakerStore
 from orchestrator.constants import DRAINED_TTL_SECONDS, INFLIGHT_MIN_TTL_SECONDS
 from orchestrator.errors import UnknownInvocation
-from orchestrator.execution.claims import Begin, BeginState
+from orchestrator.execution.claims import Begin, BeginState, Handoff
 from orchestrator.invocation import Invocation, InvocationStatus, StepRecord, TokenUsage
 from orchestrator.llm.memory_limiter import MemoryLimiter
 from orchestrator.store.invocations import Unfinished, step_from_record
@@ -89,6 +89,8 @@ class MemoryStepClaims:
         self._hashes: dict[str, dict[str, str]] = {}
         self._expires: dict[str, int] = {}
         self._drained: dict[tuple[str, int], int] = {}
+        # Next steps' messages pushed with their records, in order (a broker's lists).
+        self.handed_off: list[Handoff] = []
         self._lock = threading.Lock()
 
     def _hash(self, invocation_id: str, now: int) -> dict[str, str]:
@@ -156,8 +158,9 @@ class MemoryStepClaims:
             self._touch(invocation_id, now)
 
     def finish(self, invocation_id: str, index: int, owner: str, record: dict[str, Any],
-               *, queue: str) -> dict[str, Any]:
-        """Record the step's result; returns the record that stands (the first one)."""
+               *, queue: str, handoff: Handoff | None = None) -> dict[str, Any]:
+        """Record the step's result; returns the record that stands (the first one).
+        A new record pushes ``handoff`` (onto :attr:`handed_off`)."""
         text = json.dumps(record, separators=(",", ":"))
         with self._lock:
             now = _millis(self.clock)
@@ -166,6 +169,8 @@ class MemoryStepClaims:
             if standing is not None:
                 return dict(json.loads(standing))
             fields[f"done:{index}"] = text
+            if handoff is not None:
+                self.handed_off.append(handoff)
             bucket = (queue, now // 1000)
             self._drained[bucket] = self._drained.get(bucket, 0) + 1
             claim = fields.get(f"claim:{index}")

@@ -7,11 +7,14 @@ import time
 from typing import Any
 
 from celery import Task, signals
+from celery.exceptions import Reject
 
 from config.celery import STEP_TASKS
 from orchestrator import logs, subsystems
 from orchestrator.errors import InvocationCancelled, RetryLater, StepFailed
-from orchestrator.execution.runner import Delivery, backoff, recorded
+from orchestrator.execution.claims import Handoff
+from orchestrator.execution.dispatch import next_message
+from orchestrator.execution.runner import Delivery, backoff, handed_off, recorded
 from tasks.result import StepResult, summarize
 
 log = logging.getLogger(__name__)
@@ -34,8 +37,15 @@ def deliver(task: Task, context: dict[str, Any], index: int,
     delivery = Delivery.from_kwargs(kwargs)
     started = time.monotonic()
     recorded.set(None)
+    handed_off.set(False)
+    request = task.request
+
+    def handoff(passed: dict[str, Any]) -> Handoff | None:
+        return next_message(task.app, request, passed)
+
     try:
-        passed_on = subsystems.current().runner.run(context, index, delivery)
+        passed_on = subsystems.current().runner.run(
+            context, index, delivery, handoff=handoff if request.chain else None)
     except RetryLater as exc:
         raise _retry(task, kwargs, exc.countdown, attempts=exc.attempts,
                      held_since_ms=exc.held_since_ms) from exc
@@ -50,6 +60,10 @@ def deliver(task: Task, context: dict[str, Any], index: int,
         raise _retry(task, {**kwargs, "unexpected": unexpected}, backoff(unexpected),
                      attempts=delivery.attempts,
                      held_since_ms=delivery.held_since_ms) from exc
+    if handed_off.get():
+        # The next step's message went to the broker with this step's record: Celery
+        # must not publish it again (it would only be a duplicate delivery).
+        request.chain = None
     label = task.request.argsrepr or (f"step {index + 1} of {context.get('workflow')} "
                                       f"{context.get('invocation_id')}")
     return StepResult(passed_on, summarize(label, recorded.get(),
@@ -90,6 +104,13 @@ def _retry(task: Task, kwargs: dict[str, Any], countdown: float, *, attempts: in
         carried.pop("held_since_ms", None)
     else:
         carried["held_since_ms"] = held_since_ms
-    # Celery re-sends a retry without the original argsrepr unless it is passed again.
-    return task.retry(countdown=countdown, kwargs=carried,
-                      argsrepr=task.request.argsrepr)
+    try:
+        # Celery re-sends a retry without the original argsrepr unless it is passed again.
+        return task.retry(countdown=countdown, kwargs=carried,
+                          argsrepr=task.request.argsrepr)
+    except Reject as exc:
+        # Celery turns a retry it could not publish (the broker away: a Redis restart)
+        # into a reject *without* requeue, which drops the message. Give it back instead:
+        # requeued now, or, with the broker still away, left unacked in Redis until the
+        # visibility timeout brings it back.
+        raise Reject(exc.reason, requeue=True) from exc

@@ -55,6 +55,15 @@ class Begin:
 
 
 @dataclass(frozen=True)
+class Handoff:
+    """The next step's broker message, pushed by ``finish`` together with the record of
+    the step before it: one round trip, and no record without its next message."""
+
+    key: str  # the broker's list of the next step's queue
+    message: str  # the message exactly as the broker keeps it
+
+
+@dataclass(frozen=True)
 class Progress:
     """What an in-flight hash says about an invocation's progress (for the reconciler)."""
 
@@ -72,7 +81,7 @@ class StepClaims(Protocol):
               *, steal: str = "", with_records: bool = False) -> Begin: ...
 
     def finish(self, invocation_id: str, index: int, owner: str, record: dict[str, Any],
-               *, queue: str) -> dict[str, Any]: ...
+               *, queue: str, handoff: Handoff | None = None) -> dict[str, Any]: ...
 
     def release(self, invocation_id: str, index: int, owner: str) -> None: ...
 
@@ -147,13 +156,20 @@ class RedisStepClaims:
         return [bool(int(flag)) for flag in reply]
 
     def finish(self, invocation_id: str, index: int, owner: str, record: dict[str, Any],
-               *, queue: str) -> dict[str, Any]:
-        """Record the step's result; returns the record that stands (the first one)."""
+               *, queue: str, handoff: Handoff | None = None) -> dict[str, Any]:
+        """Record the step's result; returns the record that stands (the first one).
+
+        ``handoff``: the next step's message, pushed onto its queue in the same script
+        when (and only when) this record is the one that stands.
+        """
         reply = self._finish(
             keys=[self.key(invocation_id)],
             args=[index, owner, json.dumps(record, separators=(",", ":")), self.ttl,
-                  DRAINED.format(queue=queue), DRAINED_TTL_SECONDS],
+                  DRAINED.format(queue=queue), DRAINED_TTL_SECONDS,
+                  *((handoff.key, handoff.message) if handoff else ())],
         )
+        if reply[0] == b"recorded":
+            return record
         return dict(json.loads(reply[1]))
 
     def release(self, invocation_id: str, index: int, owner: str) -> None:

@@ -40,7 +40,7 @@ from orchestrator.errors import (
     RetryLater,
     StepFailed,
 )
-from orchestrator.execution.claims import Begin, BeginState, StepClaims
+from orchestrator.execution.claims import Begin, BeginState, Handoff, StepClaims
 from orchestrator.execution.classify import describe, is_transient, retry_after
 from orchestrator.execution.heartbeat import Heartbeat
 from orchestrator.execution.output import check_output
@@ -63,6 +63,13 @@ T = TypeVar("T")
 # summary (Celery shows it instead of the context); None when the delivery recorded none.
 recorded: ContextVar[dict[str, Any] | None] = ContextVar("orchestrator_step_recorded",
                                                          default=None)
+# True once this thread's delivery knows the next step's message is in the broker already
+# (pushed with the record by ``finish``): the task adapter then leaves Celery's chain be.
+handed_off: ContextVar[bool] = ContextVar("orchestrator_step_handed_off", default=False)
+
+# Builds the next step's broker message from the context it will carry (None: there is
+# no next step, or it cannot be built here and Celery's chain publishes it as before).
+NextMessage = Callable[[Context], Handoff | None]
 
 
 class InvocationEnds(Protocol):
@@ -169,8 +176,13 @@ class StepRunner:
                                                 lease_seconds=policy.lease_seconds)
         self.sleep = sleep
 
-    def run(self, context: Context, index: int, delivery: Delivery | None = None) -> Context:
+    def run(self, context: Context, index: int, delivery: Delivery | None = None, *,
+            handoff: NextMessage | None = None) -> Context:
         """Run one delivery of step ``index``; returns the context for the next step.
+
+        ``handoff`` builds the next step's message: a step that succeeds pushes it with
+        its record (:attr:`handed_off` is then set, as it is when a skipped step's record
+        says its delivery did so), so the chain never goes on without the record.
 
         A step already recorded done is skipped (its recorded output is passed on); a step
         claimed by another live delivery is retried later. Raises ``RetryLater`` when this
@@ -213,7 +225,7 @@ class StepRunner:
                             + HARD_GRACE if limited else None)
         try:
             return self._run_held(context, workflow, index, delivery=delivery, owner=owner,
-                                  begin=begin)
+                                  begin=begin, handoff=handoff)
         except RetryLater:
             self._release(claim)
             raise
@@ -227,7 +239,8 @@ class StepRunner:
             self.heartbeat.drop(claim)
 
     def _run_held(self, context: Context, workflow: Workflow, index: int, *,
-                  delivery: Delivery, owner: str, begin: Begin) -> Context:
+                  delivery: Delivery, owner: str, begin: Begin,
+                  handoff: NextMessage | None = None) -> Context:
         invocation_id = str(context["invocation_id"])
         step = workflow.step_at(index)
         if begin.took_over and self._ended_elsewhere(invocation_id, index, owner):
@@ -243,7 +256,7 @@ class StepRunner:
             log.error("invocation %s failed: %s", invocation_id, error)
             raise StepFailed(error)
         return self._run_claimed(context, workflow, index, delivery=delivery, owner=owner,
-                                 begin=begin)
+                                 begin=begin, handoff=handoff)
 
     def _fail_unknown(self, invocation_id: str, error: str, delivery: Delivery) -> None:
         try:
@@ -313,6 +326,8 @@ class StepRunner:
                                   f"({describe(exc)})", backoff(2), delivery) from exc
         if failed:
             raise StepFailed(f"invocation {invocation_id} failed at step {step.name}")
+        if begin.record.get("handed_off"):
+            handed_off.set(True)
         log.info("step %s of %s already done: skipped", step.name, invocation_id)
         return with_output(context, step.name, begin.record["output"])
 
@@ -352,7 +367,8 @@ class StepRunner:
                                max(0.0, deadline - time.monotonic())))
 
     def _finish(self, context: Context, workflow: Workflow, index: int,
-                record: dict[str, Any], *, owner: str, begin: Begin) -> dict[str, Any]:
+                record: dict[str, Any], *, owner: str, begin: Begin,
+                handoff: Handoff | None = None) -> dict[str, Any]:
         """Record the step; after the last step or a failure, write the invocation's end to
         PostgreSQL first, so "done" in Redis stands for an end PostgreSQL has, except when
         PostgreSQL stays unreachable: then the record goes to Redis alone and the next
@@ -377,12 +393,12 @@ class StepRunner:
                                                           record, queue=queue))
                 raise
         return self._retrying(lambda: self.claims.finish(invocation_id, index, owner, record,
-                                                         queue=queue))
+                                                         queue=queue, handoff=handoff))
 
     def _record(self, context: Context, workflow: Workflow, index: int, begin: Begin,
                 owner: str, status: StepStatus, outcome: StepOutcome | None,
                 error: str | None, *, attempts: int, started: float,
-                delivery: Delivery) -> dict[str, Any]:
+                delivery: Delivery, handoff: Handoff | None = None) -> dict[str, Any]:
         """Record this delivery's outcome; an infrastructure error that outlasts the
         in-place retries becomes ``RetryLater`` (the outcome is then either in Redis, and
         the next delivery finishes the job, or nowhere, and the step runs again)."""
@@ -390,8 +406,11 @@ class StepRunner:
         record = step_record(step, status=status, attempts=attempts, started_ms=begin.now_ms,
                              duration=time.monotonic() - started, outcome=outcome,
                              error=error)
+        if handoff is not None:
+            record["handed_off"] = True
         try:
-            return self._finish(context, workflow, index, record, owner=owner, begin=begin)
+            return self._finish(context, workflow, index, record, owner=owner, begin=begin,
+                                handoff=handoff)
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -399,18 +418,19 @@ class StepRunner:
                               f"({describe(exc)})", backoff(3), delivery) from exc
 
     def _run_claimed(self, context: Context, workflow: Workflow, index: int, *,
-                     delivery: Delivery, owner: str, begin: Begin) -> Context:
+                     delivery: Delivery, owner: str, begin: Begin,
+                     handoff: NextMessage | None = None) -> Context:
         invocation_id = str(context["invocation_id"])
         step = workflow.step_at(index)
         attempts = delivery.attempts
         last_attempt = attempts >= self.policy.max_retries
         started = time.monotonic()
 
-        def record(status: StepStatus, outcome: StepOutcome | None,
-                   error: str | None) -> dict[str, Any]:
+        def record(status: StepStatus, outcome: StepOutcome | None, error: str | None,
+                   message: Handoff | None = None) -> dict[str, Any]:
             return self._record(context, workflow, index, begin, owner, status, outcome,
                                 error, attempts=attempts + 1, started=started,
-                                delivery=delivery)
+                                delivery=delivery, handoff=message)
 
         try:
             ctx = StepContext(
@@ -460,6 +480,14 @@ class StepRunner:
             record(StepStatus.FAILED, None, error)
             log.error("invocation %s failed: %s", invocation_id, error)
             raise StepFailed(error) from exc
-        standing = record(StepStatus.DONE, outcome, None)
+        passed_on = with_output(context, step.name, outcome.output)
+        next_message = None
+        if handoff is not None and index < len(workflow.steps) - 1:
+            next_message = handoff(passed_on)
+        standing = record(StepStatus.DONE, outcome, None, next_message)
         recorded.set(standing)
+        if standing.get("handed_off"):
+            handed_off.set(True)
+        if standing["output"] is outcome.output:
+            return passed_on  # ours stands
         return with_output(context, step.name, standing["output"])

@@ -33,6 +33,14 @@ def enforceable() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+# What the handler below says: the limit of the step running on the main thread.
+_running = [""]
+
+
+def _expired(_signum: int, _frame: FrameType | None) -> None:
+    raise StepTimeLimitExceeded(_running[0])
+
+
 @contextmanager
 def soft_limit(seconds: float, step: str) -> Iterator[None]:
     """Raise ``StepTimeLimitExceeded`` inside the block after ``seconds`` (main thread
@@ -40,15 +48,18 @@ def soft_limit(seconds: float, step: str) -> Iterator[None]:
     if not enforceable():
         yield
         return
-
-    def _expired(_signum: int, _frame: FrameType | None) -> None:
-        raise StepTimeLimitExceeded(
-            f"step {step} ran past its time limit of {seconds:.0f}s (ORCH_STEP_TIME_LIMIT)")
-
-    previous = signal.signal(signal.SIGALRM, _expired)
+    _running[0] = (f"step {step} ran past its time limit of {seconds:.0f}s "
+                   "(ORCH_STEP_TIME_LIMIT)")
+    # Where SIGALRM had its default action, the handler stays between steps (the timer
+    # is off then): two system calls a step fewer. A handler of someone else's is put
+    # back after the step.
+    previous = signal.getsignal(signal.SIGALRM)
+    if previous is not _expired:
+        signal.signal(signal.SIGALRM, _expired)
     signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        if previous is not _expired and previous not in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGALRM, previous)

@@ -140,7 +140,11 @@ class InvocationStore:
         step path, where SQLAlchemy's statement and result machinery was half the
         client's CPU of the write. Errors come out as SQLAlchemy's (a broken connection
         invalidated, ``connection_invalidated`` set), as from the other methods."""
-        pooled = self.engine.raw_connection()
+        try:
+            pooled = self.engine.raw_connection()
+        except psycopg.Error as exc:  # no connection to be had (Engine.connect wraps it)
+            raise DBAPIError.instance(sql, None, exc, psycopg.Error, hide_parameters=True,
+                                      dialect=self.engine.dialect) from exc
         driver: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
         try:
             driver.autocommit = True

@@ -26,8 +26,9 @@ from orchestrator.errors import (
     StepFailed,
     TransientStepError,
 )
+from orchestrator.execution.claims import Handoff
 from orchestrator.execution.heartbeat import Heartbeat
-from orchestrator.execution.runner import Delivery, RunnerPolicy, StepRunner
+from orchestrator.execution.runner import Delivery, RunnerPolicy, StepRunner, handed_off
 from orchestrator.execution.steps import StepExecutor
 from orchestrator.invocation import InvocationStatus, StepStatus
 from orchestrator.llm.client import ChatResult
@@ -169,6 +170,56 @@ def test_redelivered_done_step_is_skipped_and_its_recorded_output_passed_on() ->
     again = fleet.run(context, 0)  # the same message, delivered twice
     assert len(calls) == 1
     assert again["outputs"] == first["outputs"] == {"first": {"call": 1}}
+
+
+def _next_messages(built: list[Context]) -> Callable[[Context], Handoff]:
+    def build(passed: Context) -> Handoff:
+        built.append(passed)
+        return Handoff("agents", json.dumps(passed))
+    return build
+
+
+def test_next_steps_message_is_pushed_with_the_record_of_the_step_before_it() -> None:
+    fleet = Fleet(_flow(("first", lambda ctx: 1), ("second", lambda ctx: 2)))
+    built: list[Context] = []
+    handed_off.set(False)
+    context = fleet.runner.run(fleet.submit(), 0, handoff=_next_messages(built))
+    assert handed_off.get()
+    assert built == [context]
+    assert [json.loads(h.message) for h in fleet.claims.handed_off] == [context]
+
+
+def test_redelivered_step_does_not_hand_its_successor_off_twice() -> None:
+    fleet = Fleet(_flow(("first", lambda ctx: 1), ("second", lambda ctx: 2)))
+    context = fleet.submit()
+    first = fleet.runner.run(context, 0, handoff=_next_messages([]))
+    handed_off.set(False)
+    again = fleet.runner.run(context, 0, handoff=_next_messages([]))
+    assert again == first
+    assert handed_off.get()  # the record says its message went with it: Celery sends none
+    assert len(fleet.claims.handed_off) == 1
+
+
+def test_last_step_and_failed_steps_hand_nothing_off() -> None:
+    fleet = Fleet(_flow(("first", lambda ctx: 1), ("last", lambda ctx: 2)))
+    built: list[Context] = []
+    context = fleet.runner.run(fleet.submit(), 0, handoff=_next_messages(built))
+    handed_off.set(False)
+    fleet.runner.run(context, 1, handoff=_next_messages(built))
+    assert not handed_off.get() and len(built) == 1
+    failing = Fleet(_flow(("boom", _raising(ValueError("no"))), ("after", lambda ctx: 0)))
+    with pytest.raises(StepFailed):
+        failing.runner.run(failing.submit(), 0, handoff=_next_messages(built))
+    assert failing.claims.handed_off == [] and len(built) == 1
+
+
+def test_step_recorded_without_its_successor_leaves_the_chain_to_celery() -> None:
+    fleet = Fleet(_flow(("first", lambda ctx: 1), ("second", lambda ctx: 2)))
+    context = fleet.submit()
+    fleet.run(context, 0)  # recorded by a delivery that handed nothing off
+    handed_off.set(False)
+    fleet.runner.run(context, 0, handoff=_next_messages([]))
+    assert not handed_off.get()
 
 
 def test_redelivery_of_a_step_recorded_failed_fails_without_running_it() -> None:
