@@ -160,6 +160,10 @@ class Settings(BaseSettings):
                                 "batches, by the reconciler (0: kept for ever)")
     reconcile_max_redispatches: int = Field(
         default=3, description="re-dispatches of one stalled invocation before it fails")
+    worker_stall_exit_seconds: float = Field(
+        default=60.0, description="a worker whose broker connection was lost and that has "
+                                  "not consumed again for this long exits (code 1), for its "
+                                  "supervisor to restart it")
 
     log_format: Literal["text", "json"] = Field(
         default="text", description="worker and long-running commands' log lines: text, or "
@@ -244,7 +248,8 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a positive whole number, got {value}")
         return value
 
-    @field_validator("llm_timeout", "llm_max_wait", "llm_outage_hold", "llm_key_cooloff")
+    @field_validator("llm_timeout", "llm_max_wait", "llm_outage_hold", "llm_key_cooloff",
+                     "worker_stall_exit_seconds")
     @classmethod
     def _positive_seconds(cls, value: float) -> float:
         if not 0 < value < math.inf:  # NaN compares false: refused too

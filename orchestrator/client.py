@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import time
@@ -94,10 +95,16 @@ def submit(
         dispatch(sub.runtime.producer, definition, context)
     except Exception:
         # Nothing was enqueued: leave nothing behind, so a retry with this key works.
-        if keyed:
-            claims.forget(invocation_id)
-        if existing is None:
-            sub.store.delete(invocation_id)
+        # The row goes first: with the broker's Redis away (restarting) the claim cannot
+        # be forgotten, and a retry finding the row and that claim would take the
+        # invocation for one being published and return it unpublished.
+        try:
+            if existing is None:
+                sub.store.delete(invocation_id)
+        finally:
+            if keyed:
+                with contextlib.suppress(Exception):  # stale after 30 s anyway
+                    claims.forget(invocation_id)
         raise
     if keyed:
         claims.mark_dispatched(invocation_id)

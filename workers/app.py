@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 from celery import Celery, signals
 
 from config import build_celery_config
 from orchestrator import logs, runtime, subsystems
 from orchestrator.errors import ConfigError
+from workers.liveness import ConsumerLiveness
 from workers.pause import QueuePauses
+from workers.transport import TRANSPORT
 
 _settings = runtime.current().settings
 if not _settings.redis_url:
@@ -27,6 +30,13 @@ app.conf.update(build_celery_config(_settings))
 # Every worker follows the fleet's paused queues (`orchestrator pause`), for its own
 # queues only: see workers/pause.py.
 app.steps["consumer"].add(QueuePauses)
+# A consumer that lost its broker reconnects (workers/transport.py makes kombu's Redis
+# channel close cleanly when the broker went away mid-BRPOP); one that still does not
+# consume again within ORCH_WORKER_STALL_EXIT_SECONDS exits for its supervisor to restart
+# it (workers/liveness.py).
+if urlsplit(_settings.redis_url).scheme == "redis":
+    app.conf.broker_transport = TRANSPORT
+app.steps["consumer"].add(ConsumerLiveness)
 
 
 @signals.setup_logging.connect

@@ -18,6 +18,7 @@ from config.settings import SIMULATED_LLM_KEYS, SIMULATED_LLM_URL, SIMULATED_TOO
 from orchestrator import runtime
 from orchestrator.devstack.netns import Host
 from orchestrator.devstack.processes import FlusherProcess, ReconcilerProcess, WorkerProcess
+from orchestrator.devstack.supervisor import Supervisor
 from orchestrator.store.migrate import upgrade
 
 Progress = Callable[[str], None]
@@ -34,6 +35,7 @@ class LocalFleet:
     embedded: list[str] = field(default_factory=list)
     flusher: FlusherProcess | None = None
     reconciler: ReconcilerProcess | None = None
+    supervisor: Supervisor | None = None
 
 
 def _port_free(url: str) -> bool:
@@ -139,4 +141,9 @@ def local_fleet(
                 fleet.workers.append(worker)
                 where = f" on {host.hostname} ({host.address})" if host else ""
                 say(f"worker {queue}{where}: its queue's profile, log {worker.log_path}")
+        if fleet.workers:
+            # A worker that exits on its own (a stalled consumer, a crash) is started
+            # again, as compose's `restart:` does; stopped first at exit (LIFO).
+            fleet.supervisor = Supervisor(fleet.workers, say=say).start()
+            stack.callback(fleet.supervisor.stop)
         yield fleet

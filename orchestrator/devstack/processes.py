@@ -65,8 +65,10 @@ class ChildProcess:
         self.env = {**os.environ, **env}
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        self.stopped = False  # stopped or killed on purpose: a supervisor leaves it alone
 
     def _spawn(self) -> subprocess.Popen[bytes]:
+        self.stopped = False
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
@@ -83,6 +85,16 @@ class ChildProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+    @property
+    def exited_on_its_own(self) -> bool:
+        """Started, then ended without :meth:`stop` or :meth:`kill` (a crash, or an exit
+        of its own such as a stalled worker's)."""
+        return self.proc is not None and not self.stopped and self.proc.poll() is not None
+
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():
             return "(no log)"
@@ -90,11 +102,13 @@ class ChildProcess:
 
     def kill(self) -> None:
         """SIGKILL the whole group (main process and its children) at once."""
+        self.stopped = True
         if self.proc is not None:
             kill_group(self.proc)
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM to the whole group (a warm shutdown), then SIGKILL what is left."""
+        self.stopped = True
         if self.proc is not None:
             stop_group(self.proc, signal.SIGTERM, timeout, whole_group=True)
 

@@ -1,0 +1,62 @@
+"""The broker transport of workers: kombu's Redis transport, with a channel that closes
+cleanly when the broker went away in the middle of a ``BRPOP``.
+
+Why (kombu 5.7.0, celery 5.7.0): when the broker connection is lost, Celery's consumer
+first calls ``Connection.collect()`` and then ``Connection.close()``
+(``celery/worker/consumer/consumer.py``, ``on_connection_error_after_connected``).
+
+1. ``collect()`` closes the default channel: ``kombu/transport/redis.py``
+   ``Channel.close`` starts by reading the pending ``BRPOP`` reply (``_brpop_read``),
+   which raises ``ConnectionError`` on the dead socket. ``close`` ends there, before the
+   channel is marked closed; ``maybe_close_channel`` swallows the error. ``collect()``
+   then detaches the transport from its connection (``transport.client = None``).
+2. ``close()`` closes the same channel again. This time it goes all the way, and with
+   messages delivered but not acked (tasks running), ``restore_unacked`` needs a new Redis
+   client, whose parameters ``_connparams`` reads from ``self.connection.client.hostname``:
+   ``AttributeError: 'NoneType' object has no attribute 'hostname'``. That is no
+   connection error, so it escapes the consumer's reconnect logic; the worker logs
+   "Unrecoverable error", fails to stop its hub, and never takes a message again.
+
+Only a worker that was waiting in ``BRPOP`` (a free slot) *and* had unacked messages
+(tasks running) when the broker went away gets there: a busy thread-pool worker (the
+``llm`` profile) under load. An idle worker has nothing to restore; a prefork worker with
+every slot taken is not in ``BRPOP``.
+
+Here the pending read that fails on a dead connection is given up (there is nothing to
+read from a closed socket), and the close goes on while the transport still knows its
+connection: the restore fails with a connection error (swallowed; the messages stay
+unacked in Redis and come back after the visibility timeout), the channel is marked
+closed, and the second close does nothing. The consumer then reconnects as it does for
+every other connection loss.
+
+Used by the workers' Celery app for ``redis://`` brokers (``workers/app.py``);
+``workers/liveness.py`` stays the net for anything else that stops a consumer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu.transport import redis as kombu_redis
+
+
+class Channel(kombu_redis.Channel):
+    def close(self) -> Any:
+        if self._in_poll:
+            try:
+                self._brpop_read()
+            except kombu_redis.Empty:
+                pass
+            except self.connection_errors:
+                # The socket is dead: no reply will ever come. Without this, close
+                # stops here and a second close fails (see the module docstring).
+                pass
+        return super().close()
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
+
+
+TRANSPORT = f"{__name__}:Transport"
+"""The value of Celery's ``broker_transport`` setting for this transport."""
