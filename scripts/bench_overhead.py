@@ -3,7 +3,7 @@ Celery chain of 5 no-op tasks, same broker, same worker count and pool, one run.
 
     python scripts/bench_overhead.py --invocations 1000 --rounds 2
 
-Prints both throughputs and their ratio (target: full stack >= 0.8 of bare Celery), and
+Prints both throughputs and their ratio (target: full stack >= 0.90 of bare Celery), and
 writes a PNG chart beside the JSON results in --out.
 """
 
@@ -34,6 +34,8 @@ SCRIPTS = Path(__file__).resolve().parent
 # Completion is timed where it happens (finished_at in PostgreSQL, a timestamp written by
 # the bare chain's last task), so polling only has to notice it: slowly, to stay cheap.
 POLL = 0.25
+# Issue 13: the full stack, progress guarantee included, at 0.9 of bare Celery or better.
+TARGET = 0.90
 
 
 def run_full(n: int, progress: Progress) -> float:
@@ -141,8 +143,8 @@ def main() -> None:
     table.add_row("orchestrator", ", ".join(f"{r:.1f}" for r in full_rates), f"{full:.1f}")
     console.print(table)
     ratio = full / bare
-    verdict = "reached" if ratio >= 0.8 else "NOT reached"
-    console.print(f"ratio full/bare = {ratio:.3f} (target >= 0.80: {verdict})")
+    verdict = "reached" if ratio >= TARGET else "NOT reached"
+    console.print(f"ratio full/bare = {ratio:.3f} (target >= {TARGET:.2f}: {verdict})")
     results = {"full_rates": full_rates, "bare_rates": bare_rates, "ratio": ratio,
                "invocations": args.invocations, "concurrency": args.concurrency}
     (args.out / "bench_overhead.json").write_text(json.dumps(results, indent=2))
