@@ -24,10 +24,17 @@ every slot taken is not in ``BRPOP``.
 
 Here the pending read that fails on a dead connection is given up (there is nothing to
 read from a closed socket), and the close goes on while the transport still knows its
-connection: the restore fails with a connection error (swallowed; the messages stay
-unacked in Redis and come back after the visibility timeout), the channel is marked
-closed, and the second close does nothing. The consumer then reconnects as it does for
-every other connection loss.
+connection: the restore fails with a connection error (swallowed by kombu), the channel
+is marked closed, and the second close does nothing. The consumer then reconnects as it
+does for every other connection loss.
+
+What that failed restore should have given back (messages delivered and not acked: steps
+running, retries waiting for their countdown) would otherwise sit in Redis's unacked
+hash until the visibility timeout, an hour by default, the retries' in-memory timers
+being dropped with the connection. The next channel the process opens, once the broker
+answers, gives them back, as the close would have done with the broker there. A step
+still running is then delivered twice; its live claim makes the second delivery wait,
+and a recorded step is not run again.
 
 Used by the workers' Celery app for ``redis://`` brokers (``workers/app.py``);
 ``workers/liveness.py`` stays the net for anything else that stops a consumer.
@@ -35,12 +42,25 @@ Used by the workers' Celery app for ``redis://`` brokers (``workers/app.py``);
 
 from __future__ import annotations
 
+import logging
+import threading
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
+log = logging.getLogger("orchestrator.worker")
+
+# Delivery tags of messages a lost connection could not give back (the broker was away
+# when its channel closed), for the next channel to give back once the broker answers.
+_left_unacked: set[str] = set()
+_left_lock = threading.Lock()
+
 
 class Channel(kombu_redis.Channel):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # pings the broker: it answers
+        self._give_back_left_unacked()
+
     def close(self) -> Any:
         if self._in_poll:
             try:
@@ -51,7 +71,33 @@ class Channel(kombu_redis.Channel):
                 # The socket is dead: no reply will ever come. Without this, close
                 # stops here and a second close fails (see the module docstring).
                 pass
-        return super().close()
+        qos = self._qos
+        try:
+            return super().close()
+        except self.connection_errors:
+            # Giving the unacked messages back failed (broker away). Left alone they
+            # would wait for the visibility timeout (an hour by default): the next
+            # channel gives them back instead, as this close would have.
+            if qos is not None:
+                with _left_lock:
+                    _left_unacked.update(qos._delivered)
+            raise
+
+    def _give_back_left_unacked(self) -> None:
+        with _left_lock:
+            tags = sorted(_left_unacked)
+            _left_unacked.clear()
+        for n, tag in enumerate(tags):
+            try:
+                # A no-op for a message acked since (its unacked entry is gone).
+                self.qos.restore_by_tag(tag)
+            except self.connection_errors:
+                with _left_lock:
+                    _left_unacked.update(tags[n:])
+                return
+        if tags:
+            log.warning("gave back %d message(s) left unacked by the lost broker "
+                        "connection", len(tags))
 
 
 class Transport(kombu_redis.Transport):
