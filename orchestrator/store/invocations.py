@@ -61,11 +61,14 @@ _COMPLETE = text(
 )
 
 
-# The same statement in the driver's own parameter style, for the driver-level path of
-# ``complete`` (see ``_driver_first``).
+# The same statements in the driver's own parameter style, for the driver-level path of
+# ``create`` and ``complete`` (see ``_driver_first``).
 _COMPLETE_DRIVER = _COMPLETE.text.replace(":started_ms", "%(started_ms)s")
 for _name in ("inv", "status", "output", "error", "steps", "pt", "ct"):
     _COMPLETE_DRIVER = _COMPLETE_DRIVER.replace(f":{_name}", f"%({_name})s")
+_CREATE_DRIVER = _CREATE.text
+for _name in ("id", "wf", "payload", "key", "n"):
+    _CREATE_DRIVER = _CREATE_DRIVER.replace(f":{_name}", f"%({_name})s")
 
 
 @dataclass(frozen=True)
@@ -136,10 +139,11 @@ class InvocationStore:
 
     def _driver_first(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
         """The first row of ``sql`` run in autocommit on a pooled connection's psycopg
-        connection itself. The invocation's end is written once per invocation on the
-        step path, where SQLAlchemy's statement and result machinery was half the
-        client's CPU of the write. Errors come out as SQLAlchemy's (a broken connection
-        invalidated, ``connection_invalidated`` set), as from the other methods."""
+        connection itself: for the two writes every invocation makes (its row at submit,
+        its end on the step path), where SQLAlchemy's statement and result machinery
+        was half the client's CPU of the write. Errors come out as SQLAlchemy's (a
+        broken connection invalidated, ``connection_invalidated`` set), as from the
+        other methods."""
         try:
             pooled = self.engine.raw_connection()
         except psycopg.Error as exc:  # no connection to be had (Engine.connect wraps it)
@@ -182,14 +186,16 @@ class InvocationStore:
         invocation's (id, status) comes back; the unique constraint decides, so two
         racing submits cannot both create one.
         """
+        params = {"id": invocation_id, "wf": workflow, "payload": payload_json,
+                  "key": idempotency_key, "n": step_count}
+        # Once per submit, on the producer's path: the driver-level insert, as ``complete``.
+        if self.driver_level and self._driver_first(_CREATE_DRIVER, params) is not None:
+            return invocation_id, None
         with self.auto.connect() as conn:
-            row = conn.execute(
-                _CREATE,
-                {"id": invocation_id, "wf": workflow, "payload": payload_json,
-                 "key": idempotency_key, "n": step_count},
-            ).first()
-            if row is not None:
-                return invocation_id, None
+            if not self.driver_level:
+                row = conn.execute(_CREATE, params).first()
+                if row is not None:
+                    return invocation_id, None
             existing = conn.execute(
                 text("SELECT id, status FROM invocations WHERE idempotency_key = :key"),
                 {"key": idempotency_key},
