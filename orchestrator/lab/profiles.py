@@ -152,6 +152,10 @@ class ProductionProfile(Profile):
             "llm_rpm": self.scn.llm_rpm, "llm_tpm": 10_000_000,
             # The safety net at lab speed: a killed worker's steps come back in seconds.
             "stall_seconds": 15, "data_dir": self.lab.log_dir.parent / "fleet",
+            # Leases at lab speed too: a step claim or a limiter lease whose release the
+            # Redis restart refused lapses in 15 s (a minute by default), not past the
+            # short run's deadline. (The limiter's lease is the call's timeout + 5 s.)
+            "step_lease_seconds": 15, "llm_timeout": 10.0,
         })
         self.claims = ClaimOwners()
         with local_fleet(settings, simulators=False, hosts=self.lab.hosts.hosts) as fleet:
