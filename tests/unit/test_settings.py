@@ -124,6 +124,7 @@ EVERY_FIELD_CHANGED: dict[str, Any] = {
     "stall_seconds": 75,
     "reconcile_max_redispatches": 1,
     "retention_days": 7,
+    "worker_stall_exit_seconds": 12.5,
     "log_format": "json",
     "agents_concurrency": 5,
     "llm_worker_concurrency": 6,
