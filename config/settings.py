@@ -256,11 +256,6 @@ class Settings(BaseSettings):
             raise ValueError(f"must be a positive number of seconds, got {value}")
         return value
 
-    @field_validator("step_max_retries", "reconcile_max_redispatches", "retention_days")
-    @classmethod
-    def _non_negative(cls, value: int) -> int:
-        if value < 0:
-            raise ValueError(f"must be zero or more, got {value}")
     @field_validator("llm_window_margin")
     @classmethod
     def _window_margin(cls, value: float) -> float:
@@ -278,6 +273,11 @@ class Settings(BaseSettings):
             raise ValueError(f"must be more than 0 and at most 60 seconds, got {value}")
         return value
 
+    @field_validator("step_max_retries", "reconcile_max_redispatches", "retention_days")
+    @classmethod
+    def _non_negative(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"must be zero or more, got {value}")
         return value
 
     @property
