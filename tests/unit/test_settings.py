@@ -162,3 +162,13 @@ def test_environment_without_secrets_leaves_keys_and_passwords_out() -> None:
     assert not {"ORCH_LLM_API_KEYS", "ORCH_LLM_FALLBACK_API_KEYS",
                 "ORCH_FLOWER_PASSWORD"} & env.keys()
     assert env["ORCH_FLOWER_USER"] == "admin"
+
+
+def test_every_field_takes_its_declared_default() -> None:
+    """A validator that forgets to return its value turns a setting into None: every
+    field of a default Settings() equals the default it declares."""
+    settings = Settings()
+    for name, field in Settings.model_fields.items():
+        if field.default_factory is not None or field.default is None:
+            continue
+        assert getattr(settings, name) == field.default, name
