@@ -54,11 +54,13 @@ def bench_settings() -> Settings:
 
 
 def plain_celery_worker(app_module: str, queue: str, env: Mapping[str, str], *, pool: str,
-                        concurrency: int, log_dir: Path, name: str) -> WorkerProcess:
+                        concurrency: int, log_dir: Path, name: str,
+                        events: bool = False) -> WorkerProcess:
     """A plain Celery worker of ``app_module`` (a baseline: not the fleet's profile),
-    one message prefetched per slot, as the fleet's workers have."""
+    one message prefetched per slot, as the fleet's workers have; ``events``: task events
+    on (``-E``, as the fleet's workers run them for Flower)."""
     command = [sys.executable, "-m", "celery", "-A", app_module, "worker", "-Q", queue,
                "--pool", pool, "--concurrency", str(concurrency), "--prefetch-multiplier",
                "1", "--loglevel", "WARNING", "--hostname", f"{name}@%h", "--without-gossip",
-               "--without-mingle"]
+               "--without-mingle"] + (["-E"] if events else [])
     return WorkerProcess(env, queue, log_dir=log_dir, name=name, command=command)

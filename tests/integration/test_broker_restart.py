@@ -138,6 +138,13 @@ def test_llm_thread_worker_consumes_again_after_a_broker_restart_and_loses_nothi
     # restart; the rest flows at once.
     _all_succeed_within(ids, 60)
     assert llm.alive, "the worker reconnected: it did not have to be restarted"
+    # Remote control (queue pause/drain, `fleet status`, Flower) reaches it again too.
+    assert wait_for(lambda: _answers_control(), timeout=20)
+
+
+def _answers_control() -> bool:
+    replies = runtime.current().producer.control.inspect(timeout=2).ping() or {}
+    return bool(replies)
 
 
 @pytest.mark.timeout(180)
