@@ -15,19 +15,26 @@ import uvicorn
 from starlette.types import ASGIApp
 
 
-class ServerHandle:
-    """A running server; ``url`` is its base address, ``stop()`` ends it."""
+class _Served:
+    """Where a running server answers: ``host``, ``port`` and its base ``url``."""
 
-    def __init__(self, server: uvicorn.Server, thread: threading.Thread, host: str,
-                 port: int) -> None:
-        self._server = server
-        self._thread = thread
+    def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+
+class ServerHandle(_Served):
+    """A server running in a thread; ``url`` is its base address, ``stop()`` ends it."""
+
+    def __init__(self, server: uvicorn.Server, thread: threading.Thread, host: str,
+                 port: int) -> None:
+        super().__init__(host, port)
+        self._server = server
+        self._thread = thread
 
     def stop(self, timeout: float = 10.0) -> None:
         self._server.should_exit = True
@@ -79,17 +86,12 @@ def serve_socket(app: ASGIApp, fd: int) -> None:
     uvicorn.Server(_config(app, host, port)).run(sockets=[sock])
 
 
-class ProcessHandle:
+class ProcessHandle(_Served):
     """A server running in a child process; ``url`` is its base address, ``stop()`` ends it."""
 
     def __init__(self, process: subprocess.Popen[bytes], host: str, port: int) -> None:
+        super().__init__(host, port)
         self._process = process
-        self.host = host
-        self.port = port
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
 
     def stop(self, timeout: float = 10.0) -> None:
         self._process.terminate()
