@@ -6,7 +6,6 @@ import contextlib
 import functools
 import json
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -15,6 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 from orchestrator import runtime, subsystems
 from orchestrator.errors import InvalidPayload, InvocationTimeout, UnknownInvocation
 from orchestrator.execution.dispatch import dispatch
+from orchestrator.ids import new_invocation_id
 from orchestrator.invocation import Invocation, InvocationStatus
 from orchestrator.ops import invocations as ops
 from orchestrator.payload import validate
@@ -70,7 +70,7 @@ def submit(
     )
     sub.admission.check({step.kind.queue for step in definition.steps})
     invocation_id, existing = sub.store.create(
-        invocation_id=str(uuid.uuid4()),
+        invocation_id=new_invocation_id(),
         workflow=definition.name,
         payload_json=payload_json,
         step_count=len(definition.steps),

@@ -30,11 +30,33 @@ MAX_DEPTH = 100
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def _plain(value: Any, depth: int) -> bool:
+    """Whether ``value`` has none of :func:`plain_json_problem`'s problems: the same walk
+    without building any message, as nearly every value passes (state updates and step
+    outputs check every value they write)."""
+    if depth > MAX_DEPTH:
+        return False
+    if isinstance(value, str):
+        return "\x00" not in value and (value.isascii() or not _SURROGATE.search(value))
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not (isinstance(key, str) and _plain(key, depth + 1)
+                    and _plain(item, depth + 1)):
+                return False
+    elif isinstance(value, list | tuple):
+        for item in value:
+            if not _plain(item, depth + 1):
+                return False
+    return True
+
+
 def plain_json_problem(value: Any, path: str, depth: int = 0) -> str | None:
     """What ``json.dumps`` would let through but plain JSON in PostgreSQL cannot hold:
     a non-string object key (``json`` silently turns ``1`` into ``"1"``), text with a
     NUL character (``jsonb`` rejects ``\\u0000``) or a lone surrogate (not Unicode), or
     nesting deeper than ``MAX_DEPTH``. None when there is none of these."""
+    if depth == 0 and _plain(value, 0):
+        return None
     if depth > MAX_DEPTH:
         return f"{path[:80]}... is nested more than {MAX_DEPTH} levels deep"
     if isinstance(value, str):

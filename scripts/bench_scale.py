@@ -78,16 +78,24 @@ SEED_CHUNK = 20_000  # seeded invocations per INSERT statement
 TARGET = 0.20  # throughput and scrape time within 20% of the first (1k) row
 
 # Seeded history: finished pipeline-5 invocations as the runner writes them (payload,
-# output, five step rows), finished between 10 minutes and 29 days ago.
+# output, five step rows, an id made at its creation time as ``orchestrator.ids`` makes
+# it: a version 7 UUID, its millisecond ``h`` then random hex ``r``), finished between
+# 10 minutes and 29 days ago.
 _SEED = text("""
     WITH made AS (
         INSERT INTO invocations (id, workflow, payload, status, step_count, output,
                                  created_at, started_at, finished_at)
-        SELECT gen_random_uuid()::text, :wf, jsonb_build_object('n', g), 'succeeded', 5,
+        SELECT substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-7' || substr(r, 1, 3)
+                   || '-' || substr('89ab', 1 + (get_byte(decode(r, 'hex'), 15) % 4), 1)
+                   || substr(r, 4, 3) || '-' || substr(r, 7, 12),
+               :wf, jsonb_build_object('n', g), 'succeeded', 5,
                jsonb_build_object('n', g + 5), t, t, t + interval '50 ms'
-          FROM (SELECT g, now() - interval '10 minutes'
-                       - interval '29 days' * (g / CAST(:total AS float8)) AS t
-                  FROM generate_series(CAST(:lo AS int), CAST(:hi AS int)) g) s
+          FROM (SELECT g, t,
+                       lpad(to_hex((extract(epoch FROM t) * 1000)::bigint), 12, '0') AS h,
+                       md5(random()::text || g) AS r
+                  FROM (SELECT g, now() - interval '10 minutes'
+                               - interval '29 days' * (g / CAST(:total AS float8)) AS t
+                          FROM generate_series(CAST(:lo AS int), CAST(:hi AS int)) g) a) s
         RETURNING id, created_at, payload)
     INSERT INTO invocation_steps (invocation_id, idx, name, kind, status, attempts, output,
                                   fallback, prompt_tokens, completion_tokens, started_at,

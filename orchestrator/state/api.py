@@ -13,6 +13,7 @@ from orchestrator import telemetry
 from orchestrator.errors import VersionConflict
 from orchestrator.state.record import Record, check_key, check_value
 from orchestrator.state.router import StateRouter
+from orchestrator.telemetry import SampleBuffer
 
 # Retries are bounded by time, not count: on a hot key a writer may lose many races in a
 # row, and every loss means someone else's write went in.
@@ -28,6 +29,7 @@ class StateAPI:
     def __init__(self, router: StateRouter, *, telemetry: redis.Redis | None) -> None:
         self.router = router
         self.telemetry = telemetry
+        self.latencies = None if telemetry is None else SampleBuffer(telemetry)
         self.conflicts = 0
         self.stale_bases = 0
         if router.writeback is not None and router.writeback.telemetry is None:
@@ -78,15 +80,17 @@ class StateAPI:
         started = time.perf_counter()
         deadline = time.monotonic() + UPDATE_DEADLINE_SECONDS
         basis, fresh = backend.basis(key)
+        remembered = not fresh
         races = 0
         while True:
             value = fn(basis.value())
             text = check_value(value)
-            outcome = backend.attempt(key, basis, value, text)
+            outcome = backend.attempt(key, basis, value, text, remembered=remembered)
+            remembered = False
             if isinstance(outcome, Record):
-                if self.telemetry is not None:
-                    telemetry.sample(self.telemetry, f"state_update:{backend.mode(key)}",
-                                     time.perf_counter() - started)
+                if self.latencies is not None:
+                    self.latencies.add(f"state_update:{backend.mode(key)}",
+                                       time.perf_counter() - started)
                 return outcome
             basis = outcome
             if not fresh:

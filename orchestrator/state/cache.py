@@ -8,6 +8,14 @@ therefore spares the read when no other process wrote the key since, and costs n
 in correctness when one did: nothing is ever written on the strength of the cache
 alone. Least recently used records go first past a byte budget; large records are
 not kept (their update reads them).
+
+Where other processes write the same keys as often as this one (many writers over a
+wide key space), a remembered record is mostly stale, and its refused compare-and-set
+costs more than a plain read. So the cache also tracks how often its records proved
+current (a moving average over about the last ``FRESHNESS_WINDOW`` updates that had
+one): below ``TRUST_AT`` an update reads first, and the remembered record is only
+compared with what was read, which keeps the average current, and trusted again once
+it is.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ BUDGET_BYTES = 8 * 1024 * 1024
 # Past this a record's text is sent twice by a remembered compare-and-set (once as the
 # expected value); a read is cheaper than that.
 MAX_RECORD_BYTES = 16 * 1024
+FRESHNESS_WINDOW = 32
+TRUST_AT = 0.5
 
 
 class RecordCache:
@@ -32,6 +42,7 @@ class RecordCache:
         self.budget_bytes = budget_bytes
         self.max_record_bytes = max_record_bytes
         self.size = 0
+        self.freshness = 1.0  # share of remembered records found current, lately
         self._records: OrderedDict[str, Basis] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -57,6 +68,14 @@ class RecordCache:
             while self.size > self.budget_bytes:
                 _, dropped = self._records.popitem(last=False)
                 self.size -= len(dropped.text)
+
+    def trusted(self) -> bool:
+        """Whether an update should write on a remembered record without reading."""
+        return self.freshness >= TRUST_AT
+
+    def observe(self, current: bool) -> None:
+        """Count one remembered record found ``current`` (or not)."""
+        self.freshness += (float(current) - self.freshness) / FRESHNESS_WINDOW
 
     def clear(self) -> None:
         with self._lock:

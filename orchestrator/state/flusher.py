@@ -34,7 +34,9 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import redis
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -53,6 +55,12 @@ from orchestrator.store.state_rows import StateRows, StoredState, is_outage
 
 log = logging.getLogger(__name__)
 LAG_SAMPLES = 10_000
+# A round's reads and its marking clean go to Redis this many records at a time, each
+# chunk its own round trip: Redis runs a script, and a client's pipeline, to the end
+# before it serves anyone else, and the state writers' acknowledgements wait behind it
+# (500 records in one script held them ~3 ms, past their p99).
+REDIS_CHUNK = 50
+_T = TypeVar("_T")
 # A failing round is logged at once, then at most this often while its cause stays the
 # same (each retry still happens, with backoff).
 REPEAT_LOG_SECONDS = 30.0
@@ -129,10 +137,12 @@ class Flusher:
         record_keys = [k.decode() for k in raw_keys]
         if not record_keys:
             return RoundResult(0, 0)
-        pipe = client.pipeline(transaction=False)
-        for record_key in record_keys:
-            pipe.hmget(record_key, "v", "ver", "ep")
-        values = pipe.execute()
+        values: list[list[bytes | None]] = []
+        for chunk in _chunks(record_keys):
+            pipe = client.pipeline(transaction=False)
+            for record_key in chunk:
+                pipe.hmget(record_key, "v", "ver", "ep")
+            values += pipe.execute()
         rows: list[dict[str, object]] = []
         pending: dict[str, _Pending] = {}
         refused: list[tuple[_Pending, str]] = []
@@ -155,11 +165,11 @@ class Flusher:
         for key in [k for k in pending if k not in upserted.written]:
             self._not_taken(pending.pop(key), upserted.held.get(key), pending)
         flushed = list(pending.values())
-        cleaned = int(self.shard.clean(
-            keys=[STATE_DIRTY, STATE_FLUSH_LAGS, *(p.record_key for p in flushed)],
+        cleaned = sum(int(self.shard.clean(
+            keys=[STATE_DIRTY, STATE_FLUSH_LAGS, *(p.record_key for p in chunk)],
             args=[STATE_CLEAN_TTL_SECONDS, LAG_SAMPLES, read_at_ms,
-                  *(int(p.version) for p in flushed)],
-        )) if flushed else 0
+                  *(int(p.version) for p in chunk)],
+        )) for chunk in _chunks(flushed))
         if flushed and int(quarantined_before):
             # Written again and flushed since it was set aside: out of quarantine.
             client.hdel(STATE_QUARANTINE, *(p.key for p in flushed))
@@ -259,6 +269,11 @@ class Flusher:
                     "unflushed records stay dirty", self.shard.name, what, failures, delay,
                     exc_info=unexpected)
         return what, now
+
+
+def _chunks(items: list[_T]) -> Iterator[list[_T]]:
+    for start in range(0, len(items), REDIS_CHUNK):
+        yield items[start:start + REDIS_CHUNK]
 
 
 def _row(key: str, value: bytes, version: bytes) -> tuple[dict[str, object] | None, str]:

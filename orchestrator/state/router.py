@@ -45,13 +45,14 @@ class StateRouter:
             return self.writeback.basis(key)
         return Basis.of(self.durable.get(key)), True
 
-    def attempt(self, key: str, basis: Basis, value: dict[str, Any],
-                value_json: str) -> Record | Basis:
+    def attempt(self, key: str, basis: Basis, value: dict[str, Any], value_json: str, *,
+                remembered: bool = False) -> Record | Basis:
         """One compare-and-set of an update: the written record, or the current basis
         (see :meth:`WriteBackState.attempt`; a durable conflict reads the row)."""
         if self._write_back(key):
             assert self.writeback is not None
-            return self.writeback.attempt(key, basis, value, value_json)
+            return self.writeback.attempt(key, basis, value, value_json,
+                                          remembered=remembered)
         try:
             return self.durable.put(key, value, expected_version=basis.version)
         except VersionConflict:

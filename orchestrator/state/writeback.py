@@ -148,24 +148,32 @@ class WriteBackState:
 
     def basis(self, key: str) -> tuple[Basis, bool]:
         """The first basis of an update of ``key`` and whether it was just read: the
-        record this process remembers (no round trip), else one plain HMGET. Neither
-        is epoch-checked: the compare-and-set checks it and loses on a stale record."""
+        record this process remembers (no round trip) while remembered records mostly
+        prove current (:meth:`RecordCache.trusted`), else one plain HMGET. Neither is
+        epoch-checked: the compare-and-set checks it and loses on a stale record."""
         remembered = self.cache.get(key)
-        if remembered is not None:
+        if remembered is not None and self.cache.trusted():
             return remembered, False
         shard = self.shard(key)
         value, version = shard.client.hmget(STATE_RECORD.format(key=key), "v", "ver")
         if version is None:
             return Basis.of(self._load(shard, key)), True
-        return Basis(int(version), value or b""), True
+        read = Basis(int(version), value or b"")
+        if remembered is not None:
+            self.cache.observe(remembered.version == read.version)
+        return read, True
 
-    def attempt(self, key: str, basis: Basis, value: dict[str, Any],
-                value_json: str) -> Record | Basis:
+    def attempt(self, key: str, basis: Basis, value: dict[str, Any], value_json: str, *,
+                remembered: bool = False) -> Record | Basis:
         """Write ``value`` (its JSON ``value_json``) if the record still holds ``basis``
         (version and value text): the new :class:`Record`, or, refused, the record's
-        current basis (from the conflict reply: no read). Either is remembered."""
+        current basis (from the conflict reply: no read). Either is remembered.
+        ``remembered``: ``basis`` is the cache's, unread; the outcome is counted in
+        its freshness."""
         reply = self._cas(self.shard(key), key,
                           [basis.version, value_json, self.dirty_limit, basis.text])
+        if remembered:
+            self.cache.observe(reply[0] == b"ok")
         if reply[0] == b"ok":
             version = int(reply[1])
             self.cache.put(key, Basis(version, value_json))

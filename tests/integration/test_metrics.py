@@ -4,6 +4,9 @@ PostgreSQL."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -165,3 +168,37 @@ def test_window_histograms_count_a_value_in_the_bucket_of_its_bound(settings: Se
     outcome = figures.step_outcomes[(workflow, "only", "tool")]
     assert (outcome.failed, outcome.retries, outcome.fallbacks) == (1, 8, 4)
     assert (workflow, "succeeded", 5) in figures.invocations
+
+
+def _write_back_quantiles() -> dict[str, float]:
+    return {s.labels["quantile"]: s.value
+            for s in _scrape().get("orchestrator_state_update_seconds", [])
+            if s.labels.get("mode") == "write-back"}
+
+
+def test_state_update_latency_of_a_writer_that_ended_is_in_the_scrape(
+        settings: Settings) -> None:
+    """Update latencies are sampled and kept in the writer's process, then pushed
+    together: a writer process that ends normally pushes what it holds."""
+    writer = (
+        "import orchestrator\n"
+        "from orchestrator import state\n"
+        "for i in range(400):\n"
+        "    state.update(f'customer:metrics:{i % 7}', lambda v: {'n': v.get('n', 0) + 1})\n"
+    )
+    env = {**os.environ, **settings.environment()}
+    subprocess.run([sys.executable, "-c", writer], env=env, check=True, timeout=120)
+    quantiles = _write_back_quantiles()
+    assert set(quantiles) == {"0.50", "0.90", "0.99"}
+    assert 0 < quantiles["0.50"] <= quantiles["0.99"] < 5
+
+
+def test_state_update_latency_of_an_idle_writer_reaches_the_scrape_within_seconds(
+        settings: Settings) -> None:
+    """A writer that goes quiet with fewer samples than a push holds still gets them to
+    the scrape: a timer pushes them about a second after the first one."""
+    from orchestrator import state
+
+    for i in range(120):  # ~12 samples kept: well below a push's 64
+        state.update(f"customer:idle:{i % 3}", lambda v: {"n": v.get("n", 0) + 1})
+    assert wait_for(lambda: bool(_write_back_quantiles()), timeout=5)

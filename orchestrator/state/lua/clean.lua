@@ -9,10 +9,11 @@ local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local read_at = tonumber(ARGV[3])
 local cleaned = 0
+local lags = {}
 for i = 3, #KEYS do
   local since = redis.call("ZSCORE", KEYS[1], KEYS[i])
   if since then
-    redis.call("LPUSH", KEYS[2], tostring(now - tonumber(since)))
+    lags[#lags + 1] = tostring(now - tonumber(since))
     local ver = redis.call("HGET", KEYS[i], "ver")
     if ver and tonumber(ver) == tonumber(ARGV[i + 1]) then
       redis.call("ZREM", KEYS[1], KEYS[i])
@@ -23,5 +24,8 @@ for i = 3, #KEYS do
     end
   end
 end
-redis.call("LTRIM", KEYS[2], 0, tonumber(ARGV[2]) - 1)
+if #lags > 0 then
+  redis.call("LPUSH", KEYS[2], unpack(lags))
+  redis.call("LTRIM", KEYS[2], 0, tonumber(ARGV[2]) - 1)
+end
 return cleaned
