@@ -61,9 +61,10 @@ class StateAPI:
         than once, so it must be pure. The compare-and-set goes in only if the record
         still holds the version *and* value ``fn`` was applied to; a refusal brings the
         current record back with it, and ``fn`` is re-applied to that (no read). A
-        write-back record this process wrote or saw last is not read first at all:
-        ``fn`` is applied to it as remembered, and if another writer got in since, the
-        refusal brings the current one (see :mod:`orchestrator.state.cache`).
+        write-back record this process wrote or saw last is not read first at all
+        while remembered records mostly prove current: ``fn`` is applied to it as
+        remembered, and if another writer got in since, the refusal brings the
+        current one (see :mod:`orchestrator.state.cache`).
         A write-back record that a Redis restart, restore or failover brought back older
         than PostgreSQL's row is replaced by it at the compare-and-set, which then
         loses, and ``fn`` is re-applied to PostgreSQL's: no increment that reached
