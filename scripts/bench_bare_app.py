@@ -17,6 +17,12 @@ settings = load_settings()
 app = Celery("bare")
 app.conf.update(build_celery_config(settings))
 app.conf.task_routes = {"bare.*": {"queue": "bare"}}
+if os.environ.get("BENCH_TRANSPORT") == "orchestrator":
+    # bench_overhead's fourth side: bare Celery on the workers' broker transport, to
+    # show what the transport alone changes (workers/transport.py).
+    from workers.transport import TRANSPORT
+
+    app.conf.broker_transport = TRANSPORT
 COUNTER = os.environ.get("BENCH_COUNTER", "bench:bare:done")
 _client: redis.Redis | None = None
 

@@ -5,6 +5,14 @@ Celery chain of 5 no-op tasks, same broker, same worker count and pool, one run.
 
 Prints both throughputs and their ratio (target: full stack >= 0.90 of bare Celery), and
 writes a PNG chart beside the JSON results in --out.
+
+Two more bare sides show where a difference comes from: bare Celery with task events on
+(``-E``, as the fleet's workers run for Flower), and bare Celery on the workers' own broker
+transport (``workers/transport.py``: kombu's Redis transport with a channel that closes
+cleanly and keeps one Redis client instead of building one per ack, unacked write and
+event). The target is judged against plain bare Celery; the ratio against the transport
+side is printed beside it: the orchestration's own cost, with the transport's gain taken
+out.
 """
 
 from __future__ import annotations
@@ -125,32 +133,41 @@ def main() -> None:
                                             pool="prefork", concurrency=args.concurrency,
                                             log_dir=log_dir, name="bench-bare-events",
                                             events=True)
+        transport_worker = plain_celery_worker(
+            "bench_bare_app", "bare-transport", bare_env | {"BENCH_TRANSPORT": "orchestrator"},
+            pool="prefork", concurrency=args.concurrency, log_dir=log_dir,
+            name="bench-bare-transport")
+        workers = (full_worker, bare_worker, events_worker, transport_worker)
         full_rates: list[float] = []
         bare_rates: list[float] = []
         events_rates: list[float] = []
+        transport_rates: list[float] = []
+        bare_sides = ((bare_rates, "bare", "bare Celery"),
+                      (events_rates, "bare-events", "bare, events"),
+                      (transport_rates, "bare-transport", "bare, our transport"))
         try:
-            # Both workers stay up for the whole run, so both sides share the same cores.
-            full_worker.start()
-            bare_worker.start()
-            events_worker.start()
+            # Every worker stays up for the whole run, so all sides share the same cores.
+            for worker in workers:
+                worker.start()
             with bench_progress(console, counts=True) as progress:
                 run_full(min(50, args.invocations), progress)  # warm-up: imports, pools
-                run_bare(min(50, args.invocations), fleet.settings, counter, progress)
-                run_bare(min(50, args.invocations), fleet.settings, counter, progress,
-                         queue="bare-events", label="bare, events")
+                for _, queue, label in bare_sides:
+                    run_bare(min(50, args.invocations), fleet.settings, counter, progress,
+                             queue=queue, label=label)
                 for _ in range(args.rounds):
-                    bare_rates.append(run_bare(args.invocations, fleet.settings, counter,
-                                               progress))
+                    for rates, queue, label in bare_sides[:1]:
+                        rates.append(run_bare(args.invocations, fleet.settings, counter,
+                                              progress, queue=queue, label=label))
                     full_rates.append(run_full(args.invocations, progress))
-                    events_rates.append(run_bare(args.invocations, fleet.settings, counter,
-                                                 progress, queue="bare-events",
-                                                 label="bare, events"))
+                    for rates, queue, label in bare_sides[1:]:
+                        rates.append(run_bare(args.invocations, fleet.settings, counter,
+                                              progress, queue=queue, label=label))
         finally:
-            full_worker.stop()
-            bare_worker.stop()
-            events_worker.stop()
+            for worker in workers:
+                worker.stop()
     full, bare = statistics.median(full_rates), statistics.median(bare_rates)
     with_events = statistics.median(events_rates)
+    with_transport = statistics.median(transport_rates)
     table = Table(title=f"5-step workflow overhead ({args.invocations} x {args.rounds} rounds, "
                         f"prefork x{args.concurrency})")
     for column in ("side", "rounds (workflows/s)", "median workflows/s"):
@@ -158,6 +175,8 @@ def main() -> None:
     table.add_row("bare Celery chain", ", ".join(f"{r:.1f}" for r in bare_rates), f"{bare:.1f}")
     table.add_row("bare Celery chain, task events (-E)",
                   ", ".join(f"{r:.1f}" for r in events_rates), f"{with_events:.1f}")
+    table.add_row("bare Celery chain, this project's transport",
+                  ", ".join(f"{r:.1f}" for r in transport_rates), f"{with_transport:.1f}")
     table.add_row("orchestrator", ", ".join(f"{r:.1f}" for r in full_rates), f"{full:.1f}")
     console.print(table)
     ratio = full / bare
@@ -167,9 +186,13 @@ def main() -> None:
                   f"workers send task events for Flower; the target is judged on the line "
                   f"above); with task events bare Celery ran at {with_events / bare:.3f} of its "
                   f"rate without")
+    console.print(f"ratio full/bare on this project's transport = {full / with_transport:.3f} "
+                  f"(the orchestration's own cost; the transport alone ran bare Celery at "
+                  f"{with_transport / bare:.3f} of its stock rate)")
     results = {"full_rates": full_rates, "bare_rates": bare_rates,
-               "bare_events_rates": events_rates, "ratio": ratio,
-               "ratio_with_events": full / with_events,
+               "bare_events_rates": events_rates, "bare_transport_rates": transport_rates,
+               "ratio": ratio, "ratio_with_events": full / with_events,
+               "ratio_same_transport": full / with_transport,
                "invocations": args.invocations, "concurrency": args.concurrency}
     (args.out / "bench_overhead.json").write_text(json.dumps(results, indent=2))
     chart(full_rates, bare_rates, args.out / "bench_overhead.png")

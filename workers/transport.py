@@ -36,6 +36,9 @@ answers, gives them back, as the close would have done with the broker there. A 
 still running is then delivered twice; its live claim makes the second delivery wait,
 and a recorded step is not run again.
 
+The channel also keeps one Redis client for the commands kombu would build a client
+for, one by one (see ``Channel.conn_or_acquire``).
+
 Used by the workers' Celery app for ``redis://`` brokers (``workers/app.py``);
 ``workers/liveness.py`` stays the net for anything else that stops a consumer.
 """
@@ -44,6 +47,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -57,6 +62,24 @@ _left_lock = threading.Lock()
 
 
 class Channel(kombu_redis.Channel):
+    # One client over the channel's pool, for every command that brings none: kombu
+    # builds a new ``redis.Redis`` for each (``conn_or_acquire``): every ack, every
+    # unacked-index write, every task event published, about 0.1 ms apiece on a small
+    # machine, several per step. A client over a pool is thread-safe (each command
+    # takes a pool connection), so one serves the channel's threads alike.
+    _shared_client: Any = None
+
+    @contextmanager
+    def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
+        if client:
+            yield client
+            return
+        pool = self.pool
+        shared = self._shared_client
+        if shared is None or shared.connection_pool is not pool:
+            shared = self._shared_client = self._create_client()
+        yield shared
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # pings the broker: it answers
         self._give_back_left_unacked()
