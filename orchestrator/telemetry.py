@@ -15,6 +15,7 @@ import math
 import os
 import random
 import threading
+import weakref
 
 import redis
 
@@ -68,12 +69,17 @@ class SampleBuffer:
         self.every = every
         self.push_at = push_at
         self.push_seconds = push_seconds
-        self._lock = threading.Lock()
-        self._reset()
-        atexit.register(self.push)  # a process ending normally sends what it holds
+        self._forget()
+        # Weakly: a buffer whose process moved on to other settings is not kept alive.
+        ref = weakref.ref(self)
+        atexit.register(_push_alive, ref)  # a process ending normally sends what it holds
+        os.register_at_fork(after_in_child=lambda: _forget_alive(ref))
 
-    def _reset(self) -> None:
-        self._pid = os.getpid()
+    def _forget(self) -> None:
+        """Start empty, with a new lock: at creation, and in a forked child (the lock
+        may have been held by a parent's thread at the fork, and the parent's samples
+        and timer are the parent's)."""
+        self._lock = threading.Lock()
         self._pending: dict[str, list[str]] = {}
         self._count = 0
         self._timer: threading.Timer | None = None
@@ -83,9 +89,6 @@ class SampleBuffer:
         if self.every > 1 and random.randrange(self.every) != 0:
             return
         with self._lock:
-            if self._pid != os.getpid():
-                self._lock = threading.Lock()
-                self._reset()
             self._pending.setdefault(name, []).append(f"{seconds:.6f}")
             self._count += 1
             full = self._count >= self.push_at
@@ -99,8 +102,6 @@ class SampleBuffer:
     def push(self) -> None:
         """Send what is waiting now (one pipeline)."""
         with self._lock:
-            if self._pid != os.getpid():
-                return
             pending, self._pending, self._count = self._pending, {}, 0
             timer, self._timer = self._timer, None
         if timer is not None and timer is not threading.current_thread():
@@ -117,3 +118,13 @@ class SampleBuffer:
         except redis.RedisError as exc:
             log.debug("%d metric sample(s) not kept: %s",
                       sum(len(v) for v in pending.values()), exc)
+
+
+def _push_alive(ref: weakref.ref[SampleBuffer]) -> None:
+    if (buffer := ref()) is not None:
+        buffer.push()
+
+
+def _forget_alive(ref: weakref.ref[SampleBuffer]) -> None:
+    if (buffer := ref()) is not None:
+        buffer._forget()
