@@ -70,6 +70,11 @@ STATE_FLUSH_LAGS = PREFIX + "state-flush-lags"
 # index so they never block a flush; the record itself stays in Redis, with no expiry,
 # for an operator (`orchestrator status`). Writing the key again takes it out.
 STATE_QUARANTINE = PREFIX + "state-quarantine"
+# Cached versions that lost to PostgreSQL's (hash: state key -> JSON {version, value,
+# postgres_version, at_ms}), kept for an operator with no expiry: two histories of one
+# key were both acknowledged (a split brain, a write to PostgreSQL behind our back).
+# PostgreSQL's won and the record continues from it. One hash per shard.
+STATE_CONFLICTS = PREFIX + "state-conflicts"
 
 # The one active reconciler of the fleet: a lease (owner name, with expiry) renewed
 # while it runs; the others stand by and take over when it lapses.

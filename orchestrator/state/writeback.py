@@ -24,7 +24,12 @@ from typing import Any, Protocol
 import redis
 
 from orchestrator import telemetry
-from orchestrator.constants import PREFIX, STATE_CLEAN_TTL_SECONDS, STATE_DIRTY, STATE_RECORD
+from orchestrator.constants import (
+    STATE_CLEAN_TTL_SECONDS,
+    STATE_CONFLICTS,
+    STATE_DIRTY,
+    STATE_RECORD,
+)
 from orchestrator.errors import Backpressure, VersionConflict
 from orchestrator.lua import script
 from orchestrator.state.cache import RecordCache
@@ -33,12 +38,6 @@ from orchestrator.state.record import Basis, Record, encode
 from orchestrator.state.shards import shard_for, shard_name
 
 log = logging.getLogger(__name__)
-
-# Cached versions that lost to PostgreSQL's (hash: state key -> JSON {version, value,
-# postgres_version, at_ms}), kept for an operator with no expiry: two histories of one
-# key were both acknowledged (a split brain, a write to PostgreSQL behind our back).
-# PostgreSQL's won and the record continues from it. One hash per shard.
-STATE_CONFLICTS = PREFIX + "state-conflicts"
 
 # A record's cache, a PostgreSQL round trip and back may cross another writer; past
 # this many turns the write gives up with VersionConflict (``update`` then retries).
