@@ -122,7 +122,7 @@ class Runtime:
         if "http" in cached:
             cached["http"].close()
         for shard in cached.get("state_shards", []):
-            shard.client.close()
+            shard.close()
         for name in _RESOURCES:
             cached.pop(name, None)
         self.generation += 1

@@ -55,6 +55,9 @@ FLOOR = "redis floor"
 CAS_FLOOR = "redis CAS floor"
 FLOORS = (FLOOR, CAS_FLOOR)
 FLOOR_CAS_LUA = Path(__file__).with_name("bench_state_floor.lua")
+# Time the writer processes get to start (spawn, import, configure) before all of them
+# begin together.
+START_SECONDS = 4.0
 
 
 @dataclass(frozen=True)
@@ -87,9 +90,9 @@ class Result:
 
 
 def _worker(settings_json: str, mode: str, keys: list[str], seconds: float,
-            seed: int) -> tuple[dict[str, int], list[float], int]:
-    """Update random keys until time is up; returns (acknowledged per key, latencies,
-    conflicts)."""
+            seed: int, start_at: float) -> tuple[dict[str, int], list[float], int]:
+    """Update random keys from ``start_at`` (wall clock) until time is up; returns
+    (acknowledged per key, latencies, conflicts)."""
     orchestrator.configure(Settings.model_validate_json(settings_json))
     from orchestrator import state
 
@@ -100,6 +103,13 @@ def _worker(settings_json: str, mode: str, keys: list[str], seconds: float,
     floor = runtime.current().state_shards[0].client if mode in FLOORS else None
     cas = floor.register_script(FLOOR_CAS_LUA.read_text()) if floor is not None else None
     floor_conflicts = 0
+    # Every writer starts together, set up (connected, its subsystems built): none
+    # measures while others still import.
+    if floor is not None:
+        floor.ping()
+    elif engine is None:
+        state.get(keys[0])
+    time.sleep(max(0.0, start_at - time.time()))
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         key = rng.choice(keys)
@@ -170,8 +180,9 @@ def _run(settings: Settings, mode: str, nkeys: int, processes: int, seconds: flo
     task = progress.add_task(f"{mode}, {nkeys} key(s)", total=seconds)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(processes, mp_context=context) as pool:
-        futures = [pool.submit(_worker, settings.model_dump_json(), mode, keys, seconds, i)
-                   for i in range(processes)]
+        start_at = time.time() + START_SECONDS
+        futures = [pool.submit(_worker, settings.model_dump_json(), mode, keys, seconds, i,
+                               start_at) for i in range(processes)]
         started = time.monotonic()
         while not all(f.done() for f in futures):
             progress.update(task, completed=min(seconds, time.monotonic() - started))

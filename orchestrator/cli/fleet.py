@@ -107,13 +107,19 @@ def worker(
 def flusher(
     batch: Annotated[int, typer.Option(min=1, max=10_000, help="records per round")] = 500,
     interval: Annotated[float, typer.Option(min=0.001, help="seconds between idle rounds")] = 0.05,
+    coalesce: Annotated[float, typer.Option(
+        min=0.0, max=60.0, help="seconds a record stays dirty before it is flushed (its "
+                                "writes meanwhile become one PostgreSQL row)")] = 0.25,
+    nice: Annotated[int, typer.Option(
+        min=0, max=19, help="CPU niceness added to this process: on a host it shares with "
+                            "workers, their acknowledgements go first")] = 5,
     pace: Annotated[float, typer.Option(min=0.0, help="minimum seconds between rounds "
                                                       "(spares PostgreSQL)")] = 0.0,
 ) -> None:
     """Persist the memory layer's dirty records to PostgreSQL until stopped."""
     from orchestrator.cli.flusher import run_flusher
 
-    run_flusher(batch=batch, interval=interval, pace=pace)
+    run_flusher(batch=batch, interval=interval, coalesce=coalesce, pace=pace, nice=nice)
 
 
 @app.command(rich_help_panel=PANEL)

@@ -1,11 +1,19 @@
 """The flusher: persists a shard's dirty records to PostgreSQL, losing none.
 
-Each round reads up to ``batch`` of the oldest dirty records, writes them in one
+Each round reads up to ``batch`` of the oldest dirty records that have been dirty for
+at least the coalescing window (``coalesce``), writes them in one
 version-guarded statement (a newer version in PostgreSQL is never overwritten by an
 older one, whatever the order of flushes) and then marks clean only the records still at
 the flushed version. A flusher killed mid-round leaves its records dirty: the next round,
 of this flusher or another, writes them again, harmlessly. One flusher per shard is
 active at a time (a lease), so more can run for availability.
+
+The coalescing window is what makes write-back cheaper than writing through: every
+write a record takes while it waits goes to PostgreSQL as one row. A record's dirty
+time is when it *first* became dirty, so a key written without pause is still flushed
+within the window (plus a round) of that first write, never put off. Records past the
+window are flushed back to back in batches however many there are; only records inside
+it wait, and the flusher sleeps ``interval`` when nothing is due.
 
 It supervises itself:
 - any error of a round (Redis, PostgreSQL, anything else) is logged with its cause and
@@ -60,6 +68,9 @@ LAG_SAMPLES = 10_000
 # before it serves anyone else, and the state writers' acknowledgements wait behind it
 # (500 records in one script held them ~3 ms, past their p99).
 REDIS_CHUNK = 50
+# Seconds a record stays dirty before a round takes it (writes to it meanwhile become one
+# PostgreSQL row); the flush lag is about this plus a round. 0: take every dirty record.
+COALESCE_SECONDS = 0.25
 _T = TypeVar("_T")
 # A failing round is logged at once, then at most this often while its cause stays the
 # same (each retry still happens, with backoff).
@@ -105,13 +116,15 @@ class Flusher:
     """Drains one shard's dirty index into PostgreSQL."""
 
     def __init__(self, shard: Shard, rows: StateRows, *, owner: str, batch: int = 500,
-                 interval: float = 0.05, lease_seconds: float = 10.0,
-                 pace: float = 0.0, max_backoff: float = 2.0) -> None:
+                 interval: float = 0.05, coalesce: float = COALESCE_SECONDS,
+                 lease_seconds: float = 10.0, pace: float = 0.0,
+                 max_backoff: float = 2.0) -> None:
         self.shard = shard
         self.rows = rows
         self.owner = owner
         self.batch = batch
         self.interval = interval
+        self.coalesce_ms = int(coalesce * 1000)
         self.pace = pace
         self.max_backoff = max_backoff
         self.lease_ms = int(lease_seconds * 1000)
@@ -125,24 +138,23 @@ class Flusher:
         or PostgreSQL fails (nothing is marked clean then); a record PostgreSQL refuses
         is quarantined, not raised."""
         client = self.shard.client
+        # The shard's clock, not this host's: dirty times are the shard's TIME.
+        seconds, micros = client.time()
+        read_at_ms = int(seconds) * 1000 + int(micros) // 1000
         read = client.pipeline(transaction=False)
-        read.time()
-        read.zrange(STATE_DIRTY, 0, self.batch - 1)
+        read.zrangebyscore(STATE_DIRTY, "-inf", read_at_ms - self.coalesce_ms,
+                           start=0, num=self.batch)
         read.hlen(STATE_QUARANTINE)
         read.info("server")
         read.zcard(STATE_DIRTY)
-        (seconds, micros), raw_keys, quarantined_before, server, waiting = read.execute()
+        raw_keys, quarantined_before, server, waiting = read.execute()
         self._notice(str(server["run_id"]), int(waiting))
-        read_at_ms = int(seconds) * 1000 + int(micros) // 1000
         record_keys = [k.decode() for k in raw_keys]
         if not record_keys:
             return RoundResult(0, 0)
         values: list[list[bytes | None]] = []
         for chunk in _chunks(record_keys):
-            pipe = client.pipeline(transaction=False)
-            for record_key in chunk:
-                pipe.hmget(record_key, "v", "ver", "ep")
-            values += pipe.execute()
+            values += self.shard.wire.pipeline([("HMGET", k, "v", "ver", "ep") for k in chunk])
         rows: list[dict[str, object]] = []
         pending: dict[str, _Pending] = {}
         refused: list[tuple[_Pending, str]] = []

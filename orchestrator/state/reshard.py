@@ -36,7 +36,7 @@ def reshard(old: list[Shard], new: list[Shard], rows: StateRows, *, owner: str,
     """Prepare the move from shards ``old`` to ``new``; see the module docstring."""
     flushed = 0
     for shard in old:
-        flusher = Flusher(shard, rows, owner=owner, batch=1000)
+        flusher = Flusher(shard, rows, owner=owner, batch=1000, coalesce=0)
         for _ in range(flush_timeout_rounds):
             result = flusher.flush_once()
             flushed += result.cleaned

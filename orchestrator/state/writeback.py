@@ -31,11 +31,12 @@ from orchestrator.constants import (
     STATE_RECORD,
 )
 from orchestrator.errors import Backpressure, VersionConflict
-from orchestrator.lua import script
+from orchestrator.lua import script, source
 from orchestrator.state.cache import RecordCache
 from orchestrator.state.durable import DurableState
 from orchestrator.state.record import Basis, Record, encode
 from orchestrator.state.shards import shard_for, shard_name
+from orchestrator.state.wire import Lua, Wire
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,15 @@ class Shard:
         self.name = shard_name(url)
         self.client = client
         self.read = script(client, "orchestrator.state", "get")
-        self.put = script(client, "orchestrator.state", "put")
+        self.put = Lua.of(source("orchestrator.state", "put"))  # run over ``wire``
         self.fill = script(client, "orchestrator.state", "fill")
         self.clean = script(client, "orchestrator.state", "clean")
         self.reconcile = script(client, "orchestrator.state", "reconcile")
+        self.wire = Wire(client)  # the update's own two commands
+
+    def close(self) -> None:
+        self.wire.close()
+        self.client.close()
 
     def dirty_count(self) -> int:
         return int(self.client.zcard(STATE_DIRTY))
@@ -154,7 +160,7 @@ class WriteBackState:
         if remembered is not None and self.cache.trusted():
             return remembered, False
         shard = self.shard(key)
-        value, version = shard.client.hmget(STATE_RECORD.format(key=key), "v", "ver")
+        value, version = shard.wire.call("HMGET", STATE_RECORD.format(key=key), "v", "ver")
         if version is None:
             return Basis.of(self._load(shard, key)), True
         read = Basis(int(version), value or b"")
@@ -233,7 +239,7 @@ class WriteBackState:
         record, reconciling a stale one); raises ``Backpressure`` on ``full``."""
         record_key = STATE_RECORD.format(key=key)
         for _ in range(PUT_TURNS):
-            reply: list[bytes] = shard.put(keys=[record_key, STATE_DIRTY], args=args)
+            reply: list[bytes] = shard.wire.evalsha(shard.put, [record_key, STATE_DIRTY], args)
             outcome = reply[0]
             if outcome in (b"ok", b"conflict"):
                 return reply

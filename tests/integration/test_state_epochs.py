@@ -49,7 +49,10 @@ def _on(settings: Settings, server: EmbeddedRedis) -> Shard:
 
 
 def _flusher(shard: Shard) -> Flusher:
-    return Flusher(shard, subsystems.current().state_rows, owner=f"test-{uuid.uuid4().hex[:6]}")
+    """A flusher whose rounds take every dirty record (these tests flush at chosen
+    moments; the coalescing window has tests of its own)."""
+    return Flusher(shard, subsystems.current().state_rows, owner=f"test-{uuid.uuid4().hex[:6]}",
+                   coalesce=0)
 
 
 def _flush(flusher: Flusher) -> None:

@@ -1,0 +1,104 @@
+"""The state update's own connections (``orchestrator.state.wire``): one per thread and
+process, replaced when the server closed it, in step after an error reply, and scripts
+loaded where the server lacks them. Real Redis servers, one of them restarted."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+
+import orchestrator
+from config import Settings
+from orchestrator import runtime, state
+from orchestrator.devstack.servers.redis_server import EmbeddedRedis
+from orchestrator.state.wire import Wire
+
+
+def _bump(value: dict[str, int]) -> dict[str, int]:
+    return {"n": int(value.get("n", 0)) + 1}
+
+
+def _client_id(wire: Wire) -> int:
+    return int(wire.call("CLIENT", "ID"))
+
+
+def _child_id(wire: Wire, out: multiprocessing.Queue[int]) -> None:
+    out.put(_client_id(wire))
+
+
+def test_a_thread_keeps_its_connection_and_other_threads_and_children_get_their_own(
+    redis_url: str,
+) -> None:
+    wire = Wire(redis.Redis.from_url(redis_url))
+    mine = _client_id(wire)
+    assert _client_id(wire) == mine  # the same connection, call after call
+    seen: list[int] = []
+    thread = threading.Thread(target=lambda: seen.append(_client_id(wire)))
+    thread.start()
+    thread.join()
+    out: multiprocessing.Queue[int] = multiprocessing.get_context("fork").Queue()
+    child = multiprocessing.get_context("fork").Process(target=_child_id, args=(wire, out))
+    child.start()
+    child_id = out.get(timeout=30)
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    assert len({mine, seen[0], child_id}) == 3
+    assert _client_id(wire) == mine  # the child did not take the parent's socket
+    wire.close()
+
+
+def test_an_error_reply_in_a_pipeline_is_raised_after_every_reply_is_read(
+    redis_url: str,
+) -> None:
+    client = redis.Redis.from_url(redis_url)
+    tag = uuid.uuid4().hex[:8]
+    client.hset(f"h:{tag}", mapping={"v": "1"})
+    client.set(f"s:{tag}", "not a hash")
+    wire = Wire(client)
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        wire.pipeline([("HMGET", f"h:{tag}", "v"), ("HMGET", f"s:{tag}", "v"),
+                       ("HMGET", f"h:{tag}", "v")])
+    # The connection is still in step: the next reply is this command's.
+    assert wire.pipeline([("HMGET", f"h:{tag}", "v"), ("ECHO", "next")]) == [[b"1"], b"next"]
+
+
+def test_update_after_the_scripts_were_flushed_loads_them_again(settings: Settings) -> None:
+    key = f"customer:{uuid.uuid4().hex[:8]}"
+    state.update(key, _bump)
+    runtime.current().state_shards[0].client.script_flush()
+    assert state.update(key, _bump).value == {"n": 2}
+
+
+@pytest.mark.timeout(120)
+def test_update_right_after_the_shard_restarted_goes_through_on_the_first_call(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A connection the server closed (here by a restart) is replaced before the
+    update's command is sent: the caller sees no ConnectionError."""
+    server = EmbeddedRedis(tmp_path / "shard", appendonly=True).start()
+    try:
+        orchestrator.configure(settings.model_copy(update={"state_redis_urls": [server.url]}))
+        key = f"customer:{uuid.uuid4().hex[:8]}"
+        assert state.update(key, _bump).version == 1
+        server.stop()
+        server.start()
+        # Same process, same clients: no reconfiguring.
+        record = state.update(key, _bump)
+        assert (record.version, record.value) == (2, {"n": 2})
+    finally:
+        server.stop()
+
+
+def test_wire_connections_are_closed_with_the_runtime(settings: Settings) -> None:
+    shard = runtime.current().state_shards[0]
+    mine = _client_id(shard.wire)
+    listed = shard.client.client_list()
+    assert any(int(c["id"]) == mine for c in listed)
+    runtime.current().close()
+    others = redis.Redis.from_url(shard.url).client_list()
+    assert all(int(c["id"]) != mine for c in others)
