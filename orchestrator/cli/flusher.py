@@ -16,13 +16,18 @@ from orchestrator.state.flusher import COALESCE_SECONDS, Flusher, run_flushers
 
 
 def lower_priority(nice: int) -> None:
-    """Add ``nice`` to this process's CPU niceness. Where Linux groups CPU time by
+    """Add ``nice`` to this process's CPU niceness and, on Linux, schedule it as batch
+    work (``SCHED_BATCH``): a round that wakes it no longer preempts a worker in the
+    middle of an acknowledgement, it runs when a time slice ends; its share of the CPU
+    stays what its niceness gives. Where Linux groups CPU time by
     session (``kernel.sched_autogroup_enabled``, on in most distributions' kernels), a
     process that leads its own session (as under a supervisor that starts each program
     with ``setsid``) gets a whole session's share whatever its niceness; its session's
     niceness (``/proc/self/autogroup``) is set too then. A session shared with others is
     left alone: its niceness is theirs too."""
     os.nice(nice)
+    if hasattr(os, "SCHED_BATCH"):  # Linux: waking, it waits for a slice to end
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     if os.getsid(0) != os.getpid():
         return
     try:

@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -75,6 +77,7 @@ _T = TypeVar("_T")
 # A failing round is logged at once, then at most this often while its cause stays the
 # same (each retry still happens, with backoff).
 REPEAT_LOG_SECONDS = 30.0
+_RUN_ID = re.compile(rb"^run_id:(\w+)", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -132,23 +135,24 @@ class Flusher:
         self.quarantine = script(shard.client, "orchestrator.state", "quarantine")
         # The shard's server (run_id), its dirty count and when, as of the last round.
         self.server: tuple[str, int, float] | None = None
+        self._renewed = -math.inf  # when the lease was last taken or renewed (monotonic)
 
     def flush_once(self) -> RoundResult:
         """One round. Raises ``redis.RedisError`` or ``SQLAlchemyError`` when the shard
         or PostgreSQL fails (nothing is marked clean then); a record PostgreSQL refuses
         is quarantined, not raised."""
-        client = self.shard.client
+        client, wire = self.shard.client, self.shard.wire
         # The shard's clock, not this host's: dirty times are the shard's TIME.
-        seconds, micros = client.time()
+        seconds, micros = wire.call("TIME")
         read_at_ms = int(seconds) * 1000 + int(micros) // 1000
-        read = client.pipeline(transaction=False)
-        read.zrangebyscore(STATE_DIRTY, "-inf", read_at_ms - self.coalesce_ms,
-                           start=0, num=self.batch)
-        read.hlen(STATE_QUARANTINE)
-        read.info("server")
-        read.zcard(STATE_DIRTY)
-        raw_keys, quarantined_before, server, waiting = read.execute()
-        self._notice(str(server["run_id"]), int(waiting))
+        raw_keys, quarantined_before, server, waiting = wire.pipeline([
+            ("ZRANGEBYSCORE", STATE_DIRTY, "-inf", read_at_ms - self.coalesce_ms,
+             "LIMIT", 0, self.batch),
+            ("HLEN", STATE_QUARANTINE),
+            ("INFO", "server"),
+            ("ZCARD", STATE_DIRTY),
+        ])
+        self._notice(_run_id(server), int(waiting))
         record_keys = [k.decode() for k in raw_keys]
         if not record_keys:
             return RoundResult(0, 0)
@@ -226,13 +230,17 @@ class Flusher:
         return done
 
     def _hold_lease(self) -> bool:
+        """Take or renew the shard's lease. Renewed at most every quarter of its
+        length: a round is not three more round trips."""
+        if time.monotonic() - self._renewed < self.lease_ms / 4000:
+            return True
         client = self.shard.client
-        if client.set(STATE_FLUSHER_LEASE, self.owner, nx=True, px=self.lease_ms):
-            return True
-        if client.get(STATE_FLUSHER_LEASE) == self.owner.encode():
+        held = bool(client.set(STATE_FLUSHER_LEASE, self.owner, nx=True, px=self.lease_ms))
+        if not held and client.get(STATE_FLUSHER_LEASE) == self.owner.encode():
             client.pexpire(STATE_FLUSHER_LEASE, self.lease_ms)
-            return True
-        return False
+            held = True
+        self._renewed = time.monotonic() if held else -math.inf
+        return held
 
     def run(self, stop: threading.Event) -> None:
         """Flush until ``stop`` is set. Never raises: a failing round (Redis, PostgreSQL,
@@ -247,6 +255,7 @@ class Flusher:
                     continue
                 result = self.flush_once()
             except Exception as exc:
+                self._renewed = -math.inf  # the lease is checked again before the retry
                 failures += 1
                 delay = min(self.interval * 2 ** min(failures, 16), self.max_backoff)
                 logged = self._report(exc, failures, delay, logged)
@@ -281,6 +290,12 @@ class Flusher:
                     "unflushed records stay dirty", self.shard.name, what, failures, delay,
                     exc_info=unexpected)
         return what, now
+
+
+def _run_id(info: bytes) -> str:
+    """The ``run_id`` in a server's ``INFO server`` text."""
+    found = _RUN_ID.search(info)
+    return found.group(1).decode() if found else ""
 
 
 def _chunks(items: list[_T]) -> Iterator[list[_T]]:

@@ -5,6 +5,7 @@ PostgreSQL and, for the defaults, a real flusher process."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -106,6 +107,7 @@ def test_the_flusher_process_with_its_defaults_persists_within_a_second(
         assert pid is not None
         nice = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
         assert nice == 5
+        assert os.sched_getscheduler(pid) == os.SCHED_BATCH  # waking, it preempts no one
         enabled = Path("/proc/sys/kernel/sched_autogroup_enabled")
         if enabled.exists() and enabled.read_text().strip() == "1":
             # It leads its own session (as FlusherProcess starts it): the session too.

@@ -82,9 +82,17 @@ def _aof(data_dir: Path) -> Path:
                 if p.exists())
 
 
-def _save_aof(data_dir: Path, to: Path) -> None:
-    """The AOF as a crash at this moment would leave it (what it has is in the page
-    cache: Redis writes it before replying)."""
+def _save_aof(server: EmbeddedRedis, data_dir: Path, to: Path) -> None:
+    """The AOF as a crash at this moment would leave it: what Redis wrote to it, which
+    the page cache holds. Redis writes it before replying, except while an fsync of
+    ``appendfsync everysec`` is still running on a busy disk: then it holds the writes
+    back, up to 2 s, so this waits for its AOF buffer to be empty first."""
+    client = redis.Redis.from_url(server.url)
+    deadline = time.monotonic() + 10
+    while int(client.info("persistence").get("aof_buffer_length", 0)):
+        assert time.monotonic() < deadline, "Redis kept its AOF writes back for 10 s"
+        time.sleep(0.01)
+    client.close()
     aof = _aof(data_dir)
     to.mkdir()
     if aof.is_dir():
@@ -155,7 +163,7 @@ def test_update_after_the_aof_lost_its_last_writes_builds_on_postgres(
     state.update(key, _bump)
     # The AOF as a crash would leave it: everything up to version 2 (dirty: not yet
     # flushed), none of what follows.
-    _save_aof(shard_dir, tmp_path / "aof-at-2")
+    _save_aof(server, shard_dir, tmp_path / "aof-at-2")
     state.update(key, _bump)
     _flush(_flusher(shard))
     assert _persisted(key) == Record(key, {"n": 3}, 3)
@@ -278,7 +286,7 @@ def test_flusher_replaces_a_dirty_record_older_than_postgres_and_says_so(
     key = _key()
     state.update(key, _bump)
     state.update(key, _bump)
-    _save_aof(shard_dir, tmp_path / "aof-at-2")
+    _save_aof(server, shard_dir, tmp_path / "aof-at-2")
     state.update(key, _bump)
     _flush(_flusher(shard))
     server.kill()
