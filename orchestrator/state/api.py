@@ -70,9 +70,10 @@ class StateAPI:
         loses, and ``fn`` is re-applied to PostgreSQL's: no increment that reached
         PostgreSQL is lost.
         A race lost on a record just read (another write went in between) is counted
-        in ``conflicts`` and retried after a jittered exponential backoff, on the record
-        the refusal brought; a refusal of a record remembered, or brought before that
-        backoff, is counted in ``stale_bases`` and retried at once. Raises
+        in ``conflicts`` and retried on the record the refusal brought: the first at
+        once (on a wide key space two writers rarely meet twice), the next ones after a
+        jittered exponential backoff (a hot key); a refusal of a record remembered, or
+        brought before that backoff, is counted in ``stale_bases`` and retried at once. Raises
         ``VersionConflict`` if the write has not gone in after
         ``UPDATE_DEADLINE_SECONDS``.
         """
@@ -102,8 +103,10 @@ class StateAPI:
             self._conflict(backend.mode(key))
             if time.monotonic() >= deadline:
                 break
+            if races == 1:
+                continue  # the refusal brought the record as of now: at once, once
             time.sleep(random.uniform(
-                0, min(MAX_BACKOFF_SECONDS, 0.001 * 2 ** min(races, 10))))
+                0, min(MAX_BACKOFF_SECONDS, 0.001 * 2 ** min(races - 1, 10))))
             fresh = False  # other writes may have gone in while this one waited
         raise VersionConflict(
             f"state {key!r}: gave up after {races} conflicting attempts in "
