@@ -30,18 +30,19 @@ if not record[3] or #record[3] ~= 16 or not string.find(info, "run_id:" .. recor
   local epoch = string.sub(string.match(info, "run_id:(%x+)"), 1, 16)
   return {"stale", record[2], record[1] or "", record[3] or "", epoch}
 end
-local already_dirty = redis.call("ZSCORE", KEYS[2], KEYS[1])
-if not already_dirty then
-  local dirty = redis.call("ZCARD", KEYS[2])
-  if dirty >= tonumber(ARGV[3]) then
-    return {"full", tostring(dirty)}
-  end
+-- A dirty record has no expiry (only a clean one is given one, when it is marked
+-- clean), so a record already dirty needs only its new value.
+if redis.call("ZSCORE", KEYS[2], KEYS[1]) then
+  redis.call("HSET", KEYS[1], "v", ARGV[2], "ver", current + 1)
+  return {"ok", tostring(current + 1)}
+end
+local dirty = redis.call("ZCARD", KEYS[2])
+if dirty >= tonumber(ARGV[3]) then
+  return {"full", tostring(dirty)}
 end
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call("HSET", KEYS[1], "v", ARGV[2], "ver", current + 1)
 redis.call("PERSIST", KEYS[1])
-if not already_dirty then
-  redis.call("ZADD", KEYS[2], now, KEYS[1])
-end
+redis.call("ZADD", KEYS[2], now, KEYS[1])
 return {"ok", tostring(current + 1)}
