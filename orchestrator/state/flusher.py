@@ -158,7 +158,7 @@ class Flusher:
             return RoundResult(0, 0)
         values: list[list[bytes | None]] = []
         for chunk in _chunks(record_keys):
-            values += self.shard.wire.pipeline([("HMGET", k, "v", "ver", "ep") for k in chunk])
+            values += wire.pipeline([("HMGET", k, "v", "ver", "ep") for k in chunk])
         rows: list[dict[str, object]] = []
         pending: dict[str, _Pending] = {}
         refused: list[tuple[_Pending, str]] = []
