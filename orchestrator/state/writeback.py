@@ -55,7 +55,6 @@ class Shard:
         self.read = script(client, "orchestrator.state", "get")
         self.put = Lua.of(source("orchestrator.state", "put"))  # run over ``wire``
         self.fill = script(client, "orchestrator.state", "fill")
-        self.clean = script(client, "orchestrator.state", "clean")
         self.reconcile = script(client, "orchestrator.state", "reconcile")
         self.wire = Wire(client)  # the update's own two commands
 

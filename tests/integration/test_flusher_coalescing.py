@@ -15,9 +15,15 @@ import pytest
 
 from config import Settings
 from orchestrator import runtime, state, subsystems
+from orchestrator.constants import STATE_DIRTY, STATE_RECORD
 from orchestrator.devstack.processes import FlusherProcess
 from orchestrator.state.durable import DurableState
-from orchestrator.state.flusher import COALESCE_SECONDS, Flusher, wait_until_clean
+from orchestrator.state.flusher import (
+    COALESCE_SECONDS,
+    REDIS_CHUNK,
+    Flusher,
+    wait_until_clean,
+)
 
 
 def _bump(value: dict[str, int]) -> dict[str, int]:
@@ -86,6 +92,27 @@ def test_a_window_of_zero_takes_every_dirty_record(settings: Settings) -> None:
     state.update(key, _bump)
     assert _flusher(coalesce=0).flush_once().cleaned == 1
     assert _persisted(key) == 1
+
+
+def test_a_round_reads_a_chunk_of_records_whole_and_drops_marks_of_records_gone(
+    settings: Settings,
+) -> None:
+    """A round reads its records a chunk at a time in one command: each record's value,
+    version and epoch in order, a record without an epoch field or without a hash at
+    all (its mark left behind) read as such, not shifted onto its neighbours."""
+    keys = [_key() for _ in range(REDIS_CHUNK + 7)]
+    for n, key in enumerate(keys):
+        for _ in range(n % 3 + 1):
+            state.update(key, _bump)
+    client = runtime.current().state_shards[0].client
+    gone = [STATE_RECORD.format(key=_key()) for _ in range(3)]
+    client.zadd(STATE_DIRTY, {record: 0 for record in gone})
+    client.hdel(STATE_RECORD.format(key=keys[5]), "ep")  # as an older version wrote it
+    result = _flusher(coalesce=0).flush_once()
+    assert (result.read, result.cleaned) == (len(keys) + 3, len(keys))
+    assert [_persisted(key) for key in keys] == [n % 3 + 1 for n in range(len(keys))]
+    assert client.zscore(STATE_DIRTY, gone[0]) is None
+    assert runtime.current().state_shards[0].dirty_count() == 0
 
 
 @pytest.mark.timeout(60)
