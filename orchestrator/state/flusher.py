@@ -59,8 +59,7 @@ from orchestrator.constants import (
     STATE_QUARANTINE,
     STATE_RECORD,
 )
-from orchestrator.lua import script, source
-from orchestrator.state.wire import Lua
+from orchestrator.lua import script
 from orchestrator.state.writeback import Shard, reconcile
 from orchestrator.store.state_rows import StateRows, StoredState, is_outage
 
@@ -134,9 +133,6 @@ class Flusher:
         self.lease_ms = int(lease_seconds * 1000)
         self.prefix_len = len(STATE_RECORD.format(key=""))
         self.quarantine = script(shard.client, "orchestrator.state", "quarantine")
-        # Both over the wire: a round's reads and its marking clean, a chunk per command.
-        self.records = Lua.of(source("orchestrator.state", "records"))
-        self.clean = Lua.of(source("orchestrator.state", "clean"))
         # The shard's server (run_id), its dirty count and when, as of the last round.
         self.server: tuple[str, int, float] | None = None
         self._renewed = -math.inf  # when the lease was last taken or renewed (monotonic)
@@ -162,7 +158,7 @@ class Flusher:
             return RoundResult(0, 0)
         values: list[list[bytes | None]] = []
         for chunk in _chunks(record_keys):
-            values += wire.evalsha(self.records, chunk, [])
+            values += wire.evalsha(self.shard.records, chunk, [])
         rows: list[dict[str, object]] = []
         pending: dict[str, _Pending] = {}
         refused: list[tuple[_Pending, str]] = []
@@ -186,7 +182,7 @@ class Flusher:
             self._not_taken(pending.pop(key), upserted.held.get(key), pending)
         flushed = list(pending.values())
         cleaned = sum(int(wire.evalsha(
-            self.clean,
+            self.shard.clean,
             [STATE_DIRTY, STATE_FLUSH_LAGS, *(p.record_key for p in chunk)],
             [STATE_CLEAN_TTL_SECONDS, LAG_SAMPLES, read_at_ms, *(int(p.version) for p in chunk)],
         )) for chunk in _chunks(flushed))

@@ -53,7 +53,11 @@ class Shard:
         self.name = shard_name(url)
         self.client = client
         self.read = script(client, "orchestrator.state", "get")
-        self.put = Lua.of(source("orchestrator.state", "put"))  # run over ``wire``
+        # Run over ``wire``: the update's compare-and-set, and the flusher's round (a
+        # chunk of records read, a chunk marked clean, one command each).
+        self.put = Lua.of(source("orchestrator.state", "put"))
+        self.records = Lua.of(source("orchestrator.state", "records"))
+        self.clean = Lua.of(source("orchestrator.state", "clean"))
         self.fill = script(client, "orchestrator.state", "fill")
         self.reconcile = script(client, "orchestrator.state", "reconcile")
         self.wire = Wire(client)  # the update's own two commands

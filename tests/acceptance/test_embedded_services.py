@@ -276,3 +276,16 @@ def test_an_aof_under_the_compaction_size_is_left_alone(tmp_path: Path) -> None:
         time.sleep(1.0)
         assert server.aof_bytes() >= grown
         assert "BGREWRITEAOF" not in server.log_path.read_text()
+
+
+def test_a_compaction_that_cannot_reach_the_server_is_logged_not_raised(
+    tmp_path: Path,
+) -> None:
+    # The compaction is a courtesy after the server answered: a connection failing
+    # right then must not turn a started server into a failed start.
+    server = EmbeddedRedis(tmp_path / "redis")
+    with server:
+        pass
+    server._compact_aof()  # the port is closed now: refused
+    log = server.log_path.read_text()
+    assert "BGREWRITEAOF: not sent (ConnectionRefusedError" in log
