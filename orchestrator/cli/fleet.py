@@ -111,10 +111,8 @@ def flusher(
         min=0.0, max=60.0, help="seconds a record stays dirty before it is flushed (its "
                                 "writes meanwhile become one PostgreSQL row)")] = 0.25,
     nice: Annotated[int, typer.Option(
-        min=0, max=19, help="CPU niceness of this process (at least): on a host it shares with "
-                            "workers, their acknowledgements go first; its "
-                            "PostgreSQL backends get it too where they run on this "
-                            "host")] = 10,
+        min=0, max=19, help="CPU niceness added to this process: on a host it shares with "
+                            "workers, their acknowledgements go first")] = 5,
     pace: Annotated[float, typer.Option(min=0.0, help="minimum seconds between rounds "
                                                       "(spares PostgreSQL)")] = 0.0,
 ) -> None:
