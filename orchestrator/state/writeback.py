@@ -60,7 +60,7 @@ class Shard:
         self.clean = Lua.of(source("orchestrator.state", "clean"))
         self.fill = script(client, "orchestrator.state", "fill")
         self.reconcile = script(client, "orchestrator.state", "reconcile")
-        self.wire = Wire(client)  # the update's own two commands
+        self.wire = Wire(client)  # the update's commands and the flusher's round
 
     def close(self) -> None:
         self.wire.close()
