@@ -36,7 +36,7 @@ from orchestrator.state.cache import RecordCache
 from orchestrator.state.durable import DurableState
 from orchestrator.state.record import Basis, Record, encode
 from orchestrator.state.shards import shard_for, shard_name
-from orchestrator.state.wire import Lua, Wire
+from orchestrator.state.wire import BoundLua, Lua, Wire
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Shard:
         self.read = script(client, "orchestrator.state", "get")
         # Run over ``wire``: the update's compare-and-set, and the flusher's round (a
         # chunk of records read, a chunk marked clean, one command each).
-        self.put = Lua.of(source("orchestrator.state", "put"))
+        self.put = BoundLua.of(source("orchestrator.state", "put"))
         self.records = Lua.of(source("orchestrator.state", "records"))
         self.clean = Lua.of(source("orchestrator.state", "clean"))
         self.fill = script(client, "orchestrator.state", "fill")

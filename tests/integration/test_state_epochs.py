@@ -31,6 +31,7 @@ from orchestrator.state.durable import DurableState
 from orchestrator.state.flusher import Flusher
 from orchestrator.state.record import Record
 from orchestrator.state.writeback import Shard, conflicts
+from tests.faults import rerouting_proxy
 
 
 def _bump(value: dict[str, int]) -> dict[str, int]:
@@ -218,6 +219,46 @@ def test_update_after_a_failover_to_a_lagging_replica_builds_on_postgres(
     primary.kill()  # the primary dies; clients fail over to the replica
     _builds_on_postgres(settings, _on(settings, replica), key)
     replica_client.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_connection_a_proxy_moves_to_a_lagging_replica_still_builds_on_postgres(
+    settings: Settings, servers: list[EmbeddedRedis], tmp_path: Path
+) -> None:
+    """As the failover above, but behind a proxy that moves the writer's open
+    connection to the replica: the copy of the compare-and-set bound to the primary
+    (which skips the epoch check for the primary's records) must not be loaded on the
+    replica, whose records the primary stamped."""
+    primary = _start(servers, tmp_path / "primary")
+    replica = _start(servers, tmp_path / "replica")
+    replica_client = redis.Redis.from_url(replica.url)
+    replica_client.replicaof("127.0.0.1", primary.port)
+    with rerouting_proxy(primary.port) as proxy:
+        orchestrator.configure(settings.model_copy(update={
+            "state_redis_urls": [f"redis://127.0.0.1:{proxy.port}/0"]}))
+        shard = runtime.current().state_shards[0]
+        key = _key()
+        state.update(key, _bump)
+        state.update(key, _bump)
+        assert shard.wire.epoch() == _epoch_of(primary)
+        assert shard.client.wait(1, 10_000) == 1  # the replica has version 2
+        replica_client.replicaof("NO", "ONE")  # cut off: from here on it lags
+        state.update(key, _bump)
+        _flush(_flusher(shard))
+        assert _persisted(key) == Record(key, {"n": 3}, 3)
+        proxy.reroute(replica.port)  # the writer's connection stays open
+        _builds_on_postgres(settings, shard, key)
+        assert shard.wire.epoch() == _epoch_of(replica)
+    replica_client.close()
+
+
+def _epoch_of(server: EmbeddedRedis) -> str:
+    """The epoch a connection to ``server`` learns: its run_id's first 16 hex digits."""
+    client = redis.Redis.from_url(server.url)
+    try:
+        return str(client.info("server")["run_id"])[:16]
+    finally:
+        client.close()
 
 
 @pytest.mark.timeout(120)

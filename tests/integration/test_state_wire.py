@@ -102,3 +102,40 @@ def test_wire_connections_are_closed_with_the_runtime(settings: Settings) -> Non
     runtime.current().close()
     others = redis.Redis.from_url(shard.url).client_list()
     assert all(int(c["id"]) != mine for c in others)
+
+
+@pytest.mark.timeout(120)
+def test_updates_on_the_server_a_connection_learned_do_not_ask_its_run_id_each_time(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The compare-and-set's epoch check asks the server's run_id (INFO) only where the
+    connection does not know it: 200 updates of 5 records ask it a handful of times (a
+    connection learning it, each record's first load or check after a restart), not
+    once per update; after a
+    restart the new server is learned again and its records are written as before."""
+    server = EmbeddedRedis(tmp_path / "shard", appendonly=True).start()
+    try:
+        orchestrator.configure(settings.model_copy(update={"state_redis_urls": [server.url]}))
+        shard = runtime.current().state_shards[0]
+        keys = [f"customer:{uuid.uuid4().hex[:8]}" for _ in range(5)]
+        admin = redis.Redis.from_url(server.url)
+        for restart in range(2):
+            admin.config_resetstat()
+            for i in range(200):
+                state.update(keys[i % 5], _bump)
+            info_calls = int(admin.info("commandstats")["cmdstat_info"]["calls"])
+            assert info_calls <= 20, f"INFO asked {info_calls} times for 200 updates"
+            assert shard.wire.epoch() == str(admin.info("server")["run_id"])[:16]
+            assert [_version(k) for k in keys] == [40 * (restart + 1)] * 5
+            if not restart:
+                server.stop()
+                server.start()  # the AOF brings the records back, stamped by the last one
+                admin = redis.Redis.from_url(server.url)
+        admin.close()
+    finally:
+        server.stop()
+
+
+def _version(key: str) -> int:
+    record = state.get(key)
+    return 0 if record is None else record.version
