@@ -1,4 +1,5 @@
-"""The state update's two commands, sent on a connection of the calling thread's own.
+"""The state's reads and an update's two commands, sent on a connection of the calling
+thread's own.
 
 redis-py 8 spends about as much client CPU around a command as the round trip itself
 (a connection checked out of the pool and back, with a readiness poll of its socket,

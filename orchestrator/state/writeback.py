@@ -52,15 +52,16 @@ class Shard:
         self.url = url
         self.name = shard_name(url)
         self.client = client
-        self.read = script(client, "orchestrator.state", "get")
-        # Run over ``wire``: the update's compare-and-set, and the flusher's round (a
+        # Run over ``wire``: the checked read and the update's compare-and-set (each as
+        # its copy for the server the connection reaches), and the flusher's round (a
         # chunk of records read, a chunk marked clean, one command each).
+        self.read = BoundLua.of(source("orchestrator.state", "get"))
         self.put = BoundLua.of(source("orchestrator.state", "put"))
         self.records = Lua.of(source("orchestrator.state", "records"))
         self.clean = Lua.of(source("orchestrator.state", "clean"))
         self.fill = script(client, "orchestrator.state", "fill")
         self.reconcile = script(client, "orchestrator.state", "reconcile")
-        self.wire = Wire(client)  # the update's commands and the flusher's round
+        self.wire = Wire(client)  # reads, the update's commands, the flusher's round
 
     def close(self) -> None:
         self.wire.close()
@@ -144,7 +145,7 @@ class WriteBackState:
         shard = self.shard(key)
         record_key = STATE_RECORD.format(key=key)
         for _ in range(PUT_TURNS):
-            reply = shard.read(keys=[record_key])
+            reply = shard.wire.evalsha(shard.read, [record_key], [])
             outcome = reply[0]
             if outcome == b"ok":
                 return None if not reply[2] else Record(key, json.loads(reply[2]),
