@@ -20,6 +20,10 @@ It supervises itself:
   the round retried with backoff; :meth:`Flusher.run` never raises, and
   :func:`run_flushers` reports a thread that died anyway, so the process exits non-zero
   instead of living on without it;
+- a flusher that cannot reach PostgreSQL for a whole lease length (a partition between
+  its host and the database) lets its lease go and stands by for half as long (standby
+  flushers ask for the lease every quarter), so another flusher that can reach it takes
+  the shard; alone, it takes the lease back and goes on retrying;
 - a record PostgreSQL refuses (a data error, not an outage: ``\\u0000`` in a value that
   an older version or another client wrote straight into Redis, a key too long) or one
   that is not a JSON object is **quarantined**: set aside with the reason in the shard's
@@ -136,6 +140,7 @@ class Flusher:
         # The shard's server (run_id), its dirty count and when, as of the last round.
         self.server: tuple[str, int, float] | None = None
         self._renewed = -math.inf  # when the lease was last taken or renewed (monotonic)
+        self._standby_until = -math.inf  # no lease taken before this (monotonic)
 
     def flush_once(self) -> RoundResult:
         """One round. Raises ``redis.RedisError`` or ``SQLAlchemyError`` when the shard
@@ -232,7 +237,10 @@ class Flusher:
     def _hold_lease(self) -> bool:
         """Take or renew the shard's lease. Renewed at most every quarter of its
         length: a round is not three more round trips."""
-        if time.monotonic() - self._renewed < self.lease_ms / 4000:
+        now = time.monotonic()
+        if now < self._standby_until:
+            return False
+        if now - self._renewed < self.lease_ms / 4000:
             return True
         client = self.shard.client
         held = bool(client.set(STATE_FLUSHER_LEASE, self.owner, nx=True, px=self.lease_ms))
@@ -248,6 +256,7 @@ class Flusher:
         ``max_backoff`` seconds apart, for as long as it takes."""
         failures = 0
         logged: tuple[str, float] | None = None  # (what failed, when it was logged)
+        no_postgres_since: float | None = None  # monotonic, while PostgreSQL fails
         while not stop.is_set():
             try:
                 if not self._hold_lease():
@@ -259,8 +268,16 @@ class Flusher:
                 failures += 1
                 delay = min(self.interval * 2 ** min(failures, 16), self.max_backoff)
                 logged = self._report(exc, failures, delay, logged)
+                if isinstance(exc, SQLAlchemyError):
+                    no_postgres_since = no_postgres_since or time.monotonic()
+                    if time.monotonic() - no_postgres_since >= self.lease_ms / 1000:
+                        self._stand_by(time.monotonic() - no_postgres_since)
+                        no_postgres_since = None
+                else:
+                    no_postgres_since = None
                 stop.wait(delay)
                 continue
+            no_postgres_since = None
             if failures:
                 log.info("flusher %s: flushing again after %d failed rounds",
                          self.shard.name, failures)
@@ -270,6 +287,16 @@ class Flusher:
             elif self.pace:
                 stop.wait(self.pace)
         self._release_lease()
+
+    def _stand_by(self, failing: float) -> None:
+        """Let the lease go and take none for half a lease length: a flusher that can
+        reach PostgreSQL takes the shard meanwhile (a standby asks every quarter)."""
+        log.warning("flusher %s: PostgreSQL has failed for %.0fs; letting the shard's lease "
+                    "go for %.0fs so a flusher that reaches it can take over (records stay "
+                    "dirty in Redis meanwhile)", self.shard.name, failing, self.lease_ms / 2000)
+        self._release_lease()
+        self._renewed = -math.inf
+        self._standby_until = time.monotonic() + self.lease_ms / 2000
 
     def _release_lease(self) -> None:
         try:

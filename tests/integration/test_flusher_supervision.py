@@ -13,18 +13,25 @@ from pathlib import Path
 import pytest
 import redis
 from prometheus_client import generate_latest
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 import orchestrator
 from config import Settings
 from orchestrator import runtime, state, subsystems
 from orchestrator.cli.app import app
-from orchestrator.constants import STATE_DIRTY, STATE_QUARANTINE, STATE_RECORD
+from orchestrator.constants import (
+    STATE_DIRTY,
+    STATE_FLUSHER_LEASE,
+    STATE_QUARANTINE,
+    STATE_RECORD,
+)
 from orchestrator.devstack.processes import FlusherProcess
 from orchestrator.devstack.servers.redis_server import EmbeddedRedis
 from orchestrator.metrics import registry
 from orchestrator.state.durable import DurableState
 from orchestrator.state.flusher import wait_until_clean
+from tests.faults import tcp_proxy
 from tests.procs import wait_for
 
 
@@ -128,4 +135,45 @@ def test_flusher_survives_a_redis_restart_and_flushes_writes_made_after_it(
     finally:
         if flusher is not None:
             flusher.stop()
+        shard_server.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_flusher_cut_off_from_postgres_hands_its_shard_to_one_that_reaches_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Two flushers for availability, on hosts of their own: the one holding the shard's
+    lease loses PostgreSQL (a proxy in front of it, down), the other still reaches it.
+    Within a lease length (the default, 10 s) the cut-off one lets the lease go and the
+    other flushes everything acknowledged."""
+    assert settings.database_url is not None
+    shard_server = EmbeddedRedis(tmp_path / "shard", appendonly=True).start()
+    cut_off: FlusherProcess | None = None
+    standby: FlusherProcess | None = None
+    database = make_url(settings.database_url)
+    try:
+        with tcp_proxy(int(database.port or 5432)) as proxy:
+            proxy.down()
+            on_shard = settings.model_copy(update={"state_redis_urls": [shard_server.url]})
+            through_proxy = on_shard.model_copy(update={"database_url": database.set(
+                host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)})
+            orchestrator.configure(on_shard)
+            shard = runtime.current().state_shards[0]
+            cut_off = FlusherProcess(through_proxy.environment(), log_dir=tmp_path,
+                                     name="cut-off").start()
+            assert wait_for(lambda: shard.client.get(STATE_FLUSHER_LEASE) is not None, 30)
+            standby = FlusherProcess(on_shard.environment(), log_dir=tmp_path,
+                                     name="standby").start()
+            keys = [f"customer:{uuid.uuid4().hex[:8]}" for _ in range(50)]
+            for key in keys:
+                state.update(key, _bump)
+            assert wait_until_clean([shard], timeout=45), cut_off.log_tail()
+            durable = _durable()
+            assert all((r := durable.get(k)) is not None and r.value == {"n": 1} for k in keys)
+            assert "letting the shard's lease go" in cut_off.log_tail(400)
+            assert "PostgreSQL unavailable" in cut_off.log_tail(400)
+    finally:
+        for flusher in (cut_off, standby):
+            if flusher is not None:
+                flusher.stop()
         shard_server.stop()
