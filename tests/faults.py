@@ -62,10 +62,7 @@ class TcpProxy:
     def _drop(self, sock: socket.socket) -> None:
         with self._lock:
             self._sockets.discard(sock)
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-        with contextlib.suppress(OSError):
-            sock.close()
+        _close(sock)
 
     def down(self) -> None:
         """Cut every open connection and refuse new ones."""
@@ -100,7 +97,8 @@ class ReroutingProxy:
     with a failover behind it does: after ``reroute(port)`` each client connection's
     next bytes go to a new connection to ``port``, and the client's own connection stays
     open. Only safe between a request and its reply, as with any request-reply client
-    that waits for each reply (the tests reroute between commands)."""
+    that waits for each reply (the tests reroute between commands). Use it with
+    ``contextlib.closing``."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
@@ -174,12 +172,3 @@ def _close(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()
-
-
-@contextlib.contextmanager
-def rerouting_proxy(upstream_port: int) -> Iterator[ReroutingProxy]:
-    proxy = ReroutingProxy(upstream_port)
-    try:
-        yield proxy
-    finally:
-        proxy.close()

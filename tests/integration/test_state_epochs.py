@@ -10,6 +10,7 @@ never mark clean a record PostgreSQL did not take.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -31,7 +32,7 @@ from orchestrator.state.durable import DurableState
 from orchestrator.state.flusher import Flusher
 from orchestrator.state.record import Record
 from orchestrator.state.writeback import Shard, conflicts
-from tests.faults import rerouting_proxy
+from tests.faults import ReroutingProxy
 
 
 def _bump(value: dict[str, int]) -> dict[str, int]:
@@ -233,7 +234,7 @@ def test_a_connection_a_proxy_moves_to_a_lagging_replica_still_builds_on_postgre
     replica = _start(servers, tmp_path / "replica")
     replica_client = redis.Redis.from_url(replica.url)
     replica_client.replicaof("127.0.0.1", primary.port)
-    with rerouting_proxy(primary.port) as proxy:
+    with contextlib.closing(ReroutingProxy(primary.port)) as proxy:
         orchestrator.configure(settings.model_copy(update={
             "state_redis_urls": [f"redis://127.0.0.1:{proxy.port}/0"]}))
         shard = runtime.current().state_shards[0]
