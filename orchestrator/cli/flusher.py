@@ -12,7 +12,8 @@ import typer
 
 from orchestrator import logs, subsystems
 from orchestrator.cli.output import EXIT_FAILED
-from orchestrator.state.flusher import COALESCE_SECONDS, Flusher, run_flushers
+from orchestrator.constants import STATE_COALESCE_SECONDS
+from orchestrator.state.flusher import Flusher, run_flushers
 
 
 def lower_priority(nice: int) -> None:
@@ -37,7 +38,7 @@ def lower_priority(nice: int) -> None:
         pass  # not Linux, autogroup off, or not permitted: the niceness stands alone
 
 
-def run_flusher(*, batch: int, interval: float, coalesce: float = COALESCE_SECONDS,
+def run_flusher(*, batch: int, interval: float, coalesce: float = STATE_COALESCE_SECONDS,
                 pace: float = 0.0, nice: int = 0) -> None:
     """One flushing thread per shard; SIGTERM or Ctrl-C stops them after their round.
     Exits 1 if a flushing thread died (it is logged): never lives on without one."""

@@ -57,6 +57,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from orchestrator.constants import (
     STATE_CLEAN_TTL_SECONDS,
+    STATE_COALESCE_SECONDS,
     STATE_DIRTY,
     STATE_FLUSH_LAGS,
     STATE_FLUSHER_LEASE,
@@ -74,9 +75,6 @@ LAG_SAMPLES = 10_000
 # before it serves anyone else, and the state writers' acknowledgements wait behind it
 # (500 records in one script held them ~3 ms, past their p99).
 REDIS_CHUNK = 50
-# Seconds a record stays dirty before a round takes it (writes to it meanwhile become one
-# PostgreSQL row); the flush lag is about this plus a round. 0: take every dirty record.
-COALESCE_SECONDS = 0.25
 _T = TypeVar("_T")
 # A failing round is logged at once, then at most this often while its cause stays the
 # same (each retry still happens, with backoff).
@@ -123,7 +121,7 @@ class Flusher:
     """Drains one shard's dirty index into PostgreSQL."""
 
     def __init__(self, shard: Shard, rows: StateRows, *, owner: str, batch: int = 500,
-                 interval: float = 0.05, coalesce: float = COALESCE_SECONDS,
+                 interval: float = 0.05, coalesce: float = STATE_COALESCE_SECONDS,
                  lease_seconds: float = 10.0, pace: float = 0.0,
                  max_backoff: float = 2.0) -> None:
         self.shard = shard

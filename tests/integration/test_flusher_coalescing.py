@@ -15,15 +15,10 @@ import pytest
 
 from config import Settings
 from orchestrator import runtime, state, subsystems
-from orchestrator.constants import STATE_DIRTY, STATE_RECORD
+from orchestrator.constants import STATE_COALESCE_SECONDS, STATE_DIRTY, STATE_RECORD
 from orchestrator.devstack.processes import FlusherProcess
 from orchestrator.state.durable import DurableState
-from orchestrator.state.flusher import (
-    COALESCE_SECONDS,
-    REDIS_CHUNK,
-    Flusher,
-    wait_until_clean,
-)
+from orchestrator.state.flusher import REDIS_CHUNK, Flusher, wait_until_clean
 
 
 def _bump(value: dict[str, int]) -> dict[str, int]:
@@ -119,8 +114,8 @@ def test_a_round_reads_a_chunk_of_records_whole_and_drops_marks_of_records_gone(
 def test_the_flusher_process_with_its_defaults_persists_within_a_second(
     settings: Settings, tmp_path: Path
 ) -> None:
-    """``orchestrator flusher`` as users start it: window COALESCE_SECONDS, niceness 5."""
-    assert COALESCE_SECONDS < 1.0
+    """``orchestrator flusher`` as users start it: window STATE_COALESCE_SECONDS, niceness 5."""
+    assert STATE_COALESCE_SECONDS < 1.0
     flusher = FlusherProcess(settings.environment(), log_dir=tmp_path).start()
     try:
         keys = [_key() for _ in range(20)]
