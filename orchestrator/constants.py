@@ -67,7 +67,8 @@ STATE_CLEAN_TTL_SECONDS = 3600
 # long plus a round. 0.5 s keeps that inside what Redis's own AOF (fsync every second)
 # may lose in a crash, and halves the rows of a key written without pause against
 # 0.25 s, whose PostgreSQL work on a host shared with the workers cost their
-# acknowledgements about 0.1 of the floor ratio (README, bench_state).
+# acknowledgements about 0.1 of the floor ratio (README, bench_state). A flusher given
+# 0 takes every dirty record at once.
 STATE_COALESCE_SECONDS = 0.5
 # One active flusher per shard: a lease renewed while it runs.
 STATE_FLUSHER_LEASE = PREFIX + "state-flusher"
