@@ -94,6 +94,23 @@ def test_update_right_after_the_shard_restarted_goes_through_on_the_first_call(
         server.stop()
 
 
+def test_a_connection_the_server_closed_is_replaced_every_time_it_happens(
+    redis_url: str,
+) -> None:
+    """Each connection watches its own socket: the server closing the connection that
+    replaced a closed one is noticed too, and no command fails."""
+    admin = redis.Redis.from_url(redis_url)
+    wire = Wire(redis.Redis.from_url(redis_url))
+    seen = [_client_id(wire)]
+    for _ in range(3):
+        admin.client_kill_filter(_id=seen[-1])
+        seen.append(_client_id(wire))  # sent on a new connection, not the closed one
+    assert len(set(seen)) == 4
+    assert _client_id(wire) == _client_id(wire) == seen[-1]  # and kept while it is open
+    wire.close()
+    admin.close()
+
+
 def test_wire_connections_are_closed_with_the_runtime(settings: Settings) -> None:
     shard = runtime.current().state_shards[0]
     mine = _client_id(shard.wire)
