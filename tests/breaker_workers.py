@@ -12,7 +12,12 @@ from orchestrator.breakers import BreakerPolicy, FleetBreaker
 
 
 def race_for_probe(redis_url: str, name: str, threads: int) -> tuple[int, int]:
-    """Many threads call at once after the reset timeout; returns (ran, refused)."""
+    """Many threads call at once after the reset timeout; returns (ran, refused).
+
+    Processes start one after another (spawn imports the package in each), so every
+    process says it is ready and waits for the test's go before any thread calls: else
+    the first one's probe can close the breaker before the last one has started.
+    """
     client = redis.Redis.from_url(redis_url)
     breaker = FleetBreaker(client, name, BreakerPolicy(window=10, min_calls=4, threshold=0.5,
                                                        reset_timeout=1.0, probe_timeout=5.0),
@@ -39,6 +44,12 @@ def race_for_probe(redis_url: str, name: str, threads: int) -> tuple[int, int]:
                 refused += 1
 
     workers = [threading.Thread(target=call) for _ in range(threads)]
+    client.incr(f"test:ready:{name}")
+    deadline = time.monotonic() + 60
+    while not client.exists(f"test:go:{name}"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no go for {name} within 60 s")
+        time.sleep(0.005)
     for w in workers:
         w.start()
     for w in workers:

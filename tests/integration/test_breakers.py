@@ -74,7 +74,10 @@ def test_exactly_one_probe_across_three_processes_and_recovery_closes(
     time.sleep(POLICY.reset_timeout + 0.2)
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(3, mp_context=context) as pool:
-        results = list(pool.map(race_for_probe, [settings.redis_url] * 3, [name] * 3, [8] * 3))
+        racers = [pool.submit(race_for_probe, settings.redis_url or "", name, 8) for _ in range(3)]
+        assert wait_for(lambda: int(client.get(f"test:ready:{name}") or 0) == 3, timeout=40)
+        client.set(f"test:go:{name}", 1)
+        results = [racer.result(timeout=30) for racer in racers]
     assert sum(ran for ran, _ in results) == 1
     assert sum(refused for _, refused in results) == 3 * 8 - 1
     assert int(client.get(f"test:probes:{name}") or 0) == 1
