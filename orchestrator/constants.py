@@ -70,6 +70,9 @@ STATE_CLEAN_TTL_SECONDS = 3600
 # acknowledgements about 0.1 of the floor ratio (README, bench_state). A flusher given
 # 0 takes every dirty record at once.
 STATE_COALESCE_SECONDS = 0.5
+# Seconds the flusher sleeps after a round that found fewer records due than its batch
+# (``orchestrator flusher --interval``): a record is taken within this of its window's end.
+STATE_FLUSH_INTERVAL_SECONDS = 0.05
 # One active flusher per shard: a lease renewed while it runs.
 STATE_FLUSHER_LEASE = PREFIX + "state-flusher"
 # Flush lag samples (ms from first dirty to persisted), newest first, for benchmarks.

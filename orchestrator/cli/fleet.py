@@ -18,7 +18,7 @@ import typer
 from config import Settings
 from orchestrator import runtime
 from orchestrator.cli.output import fail, out
-from orchestrator.constants import STATE_COALESCE_SECONDS
+from orchestrator.constants import STATE_COALESCE_SECONDS, STATE_FLUSH_INTERVAL_SECONDS
 
 PANEL = "Fleet"  # where `orchestrator --help` lists these commands
 app = typer.Typer()
@@ -107,7 +107,8 @@ def worker(
 @app.command(rich_help_panel=PANEL)
 def flusher(
     batch: Annotated[int, typer.Option(min=1, max=10_000, help="records per round")] = 500,
-    interval: Annotated[float, typer.Option(min=0.001, help="seconds between idle rounds")] = 0.05,
+    interval: Annotated[float, typer.Option(
+        min=0.001, help="seconds between idle rounds")] = STATE_FLUSH_INTERVAL_SECONDS,
     coalesce: Annotated[float, typer.Option(
         min=0.0, max=60.0, help="seconds a record stays dirty before it is flushed (its "
                                 "writes meanwhile become one PostgreSQL row)",

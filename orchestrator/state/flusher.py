@@ -59,6 +59,7 @@ from orchestrator.constants import (
     STATE_CLEAN_TTL_SECONDS,
     STATE_COALESCE_SECONDS,
     STATE_DIRTY,
+    STATE_FLUSH_INTERVAL_SECONDS,
     STATE_FLUSH_LAGS,
     STATE_FLUSHER_LEASE,
     STATE_QUARANTINE,
@@ -121,9 +122,9 @@ class Flusher:
     """Drains one shard's dirty index into PostgreSQL."""
 
     def __init__(self, shard: Shard, rows: StateRows, *, owner: str, batch: int = 500,
-                 interval: float = 0.05, coalesce: float = STATE_COALESCE_SECONDS,
-                 lease_seconds: float = 10.0, pace: float = 0.0,
-                 max_backoff: float = 2.0) -> None:
+                 interval: float = STATE_FLUSH_INTERVAL_SECONDS,
+                 coalesce: float = STATE_COALESCE_SECONDS, lease_seconds: float = 10.0,
+                 pace: float = 0.0, max_backoff: float = 2.0) -> None:
         self.shard = shard
         self.rows = rows
         self.owner = owner
