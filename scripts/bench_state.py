@@ -225,17 +225,31 @@ def _run(settings: Settings, mode: str, nkeys: int, processes: int, seconds: flo
     return Result(mode, nkeys, total, seconds, latencies, conflicts, total - stored, lags)
 
 
-def _chart(results: list[Result], path: Path) -> None:
+def _chart(results: list[Result], processes: int, path: Path) -> None:
+    """Updates/s, ack p99 and lost updates per mode and key count, as horizontal bars
+    (the mode names stay readable however many rows there are)."""
     plt = pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    labels = [f"{r.mode}\n{r.keys} key(s)" for r in results]
-    left.bar(labels, [r.rate for r in results], color="#2a7")
-    left.set_ylabel("acknowledged updates / s")
-    right.bar(labels, [r.lost or 0 for r in results], color="#c33")
-    right.set_ylabel("lost updates")
-    for axis in (left, right):
-        axis.tick_params(axis="x", labelsize=8)
-    fig.suptitle("agent state under 8 concurrent writers")
+    fig, axes = plt.subplots(1, 3, figsize=(13, 0.45 * len(results) + 1.6), sharey=True)
+    labels = [f"{r.mode}, {r.keys} key{'s' if r.keys > 1 else ''}" for r in results]
+    rows = list(range(len(results)))
+    rates = [r.rate for r in results]
+    p99s = [(percentile(r.latencies, 99) or 0) * 1000 for r in results]
+    panels = [
+        ("acknowledged updates / s", rates, [f"{v:.0f}" for v in rates], "#2a7"),
+        ("ack p99 (ms)", p99s, [f"{v:.2f}" for v in p99s], "#37b"),
+        ("lost updates", [r.lost or 0 for r in results],  # the floors count none
+         ["n/a" if r.lost is None else str(r.lost) for r in results], "#c33"),
+    ]
+    for axis, (title, values, texts, colour) in zip(axes, panels, strict=True):
+        axis.bar_label(axis.barh(rows, values, color=colour), labels=texts, fontsize=7,
+                       padding=2)
+        axis.margins(x=0.15)
+        axis.set_title(title, fontsize=10)
+        axis.tick_params(axis="both", labelsize=8)
+    axes[0].set_yticks(rows, labels)
+    axes[0].invert_yaxis()
+    axes[1].set_xscale("log")  # the hot key's durable p99 is 100x the others
+    fig.suptitle(f"agent state under {processes} concurrent writers")
     fig.tight_layout()
     fig.savefig(path)
 
@@ -348,7 +362,7 @@ def main() -> None:
              "median_latency_s": statistics.median(r.latencies) if r.latencies else None}
             for r in results]
     (args.out / "bench_state.json").write_text(json.dumps(data, indent=2))
-    _chart(results, args.out / "bench_state.png")
+    _chart(results, args.processes, args.out / "bench_state.png")
     console.print(f"results: {args.out / 'bench_state.json'}, "
                   f"chart: {args.out / 'bench_state.png'}")
 
